@@ -1,0 +1,1 @@
+"""jaxret: text-to-image retrieval in JAX/Flax, from training to serving."""

@@ -1,0 +1,90 @@
+"""The built-in dataset: generated images and captions, split by image.
+
+Deterministic for a seed, and per image: image i of a split is drawn from its
+own random stream, so any image can be rendered on its own, in any order. The
+val and test splits are groups of near-duplicate scenes (one attribute or one
+relation apart) with all scene keys distinct, so each of their captions has
+exactly one right image; train scenes are random and never share a key with
+val or test. Train images are rendered on access (in the input pipeline's
+threads), so start-up does not wait for them.
+"""
+
+import numpy as np
+
+from jaxret.data import records
+from jaxret.data.builtin import captions as captions_lib
+from jaxret.data.builtin import render
+from jaxret.data.builtin import scenes as scenes_lib
+
+SPLITS = ('train', 'val', 'test')
+# Offsets keep image ids distinct across splits.
+ID_OFFSET = {'train': 0, 'val': 10_000_000, 'test': 20_000_000}
+STREAMS = {'scenes': 0, 'captions': 1, 'image': 2}
+
+
+def _rng(data_config, split, index, stream):
+  return np.random.default_rng([data_config.seed, SPLITS.index(split), index, STREAMS[stream]])
+
+
+def _held_out(data_config):
+  """The val and test scenes (test avoids val's keys)."""
+  held_out = {}
+  for split in ('val', 'test'):
+    held_out[split] = scenes_lib.near_duplicate_groups(
+        _rng(data_config, split, 0, 'scenes'), data_config[f'num_{split}'],
+        data_config.near_duplicates_per_group,
+        exclude={s.key for scenes in held_out.values() for s in scenes})
+  return held_out
+
+
+def scenes_of_split(data_config, split):
+  if split not in SPLITS:
+    raise ValueError(f'unknown split {split!r}; the built-in data has {SPLITS}')
+  held_out = _held_out(data_config)
+  if split != 'train':
+    return held_out[split]
+  exclude = {s.key for scenes in held_out.values() for s in scenes}
+  return [scenes_lib.random_scenes(_rng(data_config, split, i, 'scenes'), 1, exclude)[0]
+          for i in range(data_config.num_train)]
+
+
+class RenderedImages:
+  """A split's images as a read-only array that renders on access (numpy indexing)."""
+
+  def __init__(self, scenes, data_config, split):
+    self.scenes = scenes
+    self.data_config = data_config
+    self.split = split
+    size = data_config.image_size
+    self.shape = (len(scenes), size, size, 3)
+    self.dtype = np.dtype(np.uint8)
+
+  def __len__(self):
+    return len(self.scenes)
+
+  def render(self, index):
+    return render.render(self.scenes[index], _rng(self.data_config, self.split, index, 'image'),
+                         self.data_config.image_size)
+
+  def __getitem__(self, index):
+    if isinstance(index, (int, np.integer)):
+      return self.render(int(index))
+    rows = np.arange(len(self))[index]
+    return np.stack([self.render(int(i)) for i in rows]) if len(rows) else np.zeros(
+        (0,) + self.shape[1:], np.uint8)
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    return self[:].astype(dtype) if dtype is not None else self[:]
+
+
+def load_split(data_config, split):
+  """`records.Records` of `split`; train images render lazily, val/test ones at once."""
+  scenes = scenes_of_split(data_config, split)
+  texts = [captions_lib.captions(s, _rng(data_config, split, i, 'captions'),
+                                 data_config.captions_per_image) for i, s in enumerate(scenes)]
+  images = RenderedImages(scenes, data_config, split)
+  if split != 'train':
+    images = images[:]
+  ids = ID_OFFSET[split] + np.arange(len(scenes), dtype=np.int64)
+  return records.Records(images=images, image_ids=ids, captions=texts)

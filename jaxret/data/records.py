@@ -1,0 +1,36 @@
+"""The in-memory form every data source produces for one split."""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """Images with their captions, keyed by image id.
+
+  Attributes:
+    images: (N, H, W, 3) uint8.
+    image_ids: (N,) unique ids (ints or strings); Recall@K is computed on these.
+    captions: N lists of captions, one list per image.
+  """
+  images: np.ndarray
+  image_ids: np.ndarray
+  captions: list
+
+  def __post_init__(self):
+    n = len(self.images)
+    if len(self.image_ids) != n or len(self.captions) != n:
+      raise ValueError(f'{n} images but {len(self.image_ids)} ids and '
+                       f'{len(self.captions)} caption lists')
+    if len(np.unique(self.image_ids)) != n:
+      raise ValueError('image ids must be unique within a split')
+
+  def __len__(self):
+    return len(self.images)
+
+  def pairs(self):
+    """Flattened (image index, caption) pairs, in image order."""
+    image_index = np.repeat(np.arange(len(self)), [len(c) for c in self.captions])
+    texts = [t for caps in self.captions for t in caps]
+    return image_index, texts

@@ -1,0 +1,38 @@
+"""Retrieval metrics computed per image id, with several captions per image."""
+
+import numpy as np
+
+
+def ranks_of_targets(scores, correct):
+  """For each row, the 0-based rank of its best-scoring correct column.
+
+  scores: (Q, G) similarities; correct: (Q, G) bool. Rank = number of columns
+  that score strictly higher than the best correct one.
+  """
+  if not correct.any(axis=1).all():
+    missing = int(np.sum(~correct.any(axis=1)))
+    raise ValueError(f'{missing} queries have no correct item in the gallery')
+  best_correct = np.where(correct, scores, -np.inf).max(axis=1)
+  return np.sum(scores > best_correct[:, None], axis=1)
+
+
+def retrieval_metrics(image_emb, image_ids, text_emb, text_image_ids, ks=(1, 5, 10)):
+  """Text→image and image→text Recall@K, median and mean rank.
+
+  Text→image: a caption is right at K when its image is in its top K images.
+  Image→text: an image is right at K when any of its captions is in its top K
+  captions. Matching is by image id, never by position.
+  """
+  image_ids = np.asarray(image_ids)
+  text_image_ids = np.asarray(text_image_ids)
+  scores = np.asarray(text_emb, np.float32) @ np.asarray(image_emb, np.float32).T
+  correct = text_image_ids[:, None] == image_ids[None, :]
+  results = {}
+  for name, ranks in (('t2i', ranks_of_targets(scores, correct)),
+                      ('i2t', ranks_of_targets(scores.T, correct.T))):
+    for k in ks:
+      results[f'{name}/R@{k}'] = float(np.mean(ranks < k))
+    results[f'{name}/median_rank'] = float(np.median(ranks + 1))
+    results[f'{name}/mean_rank'] = float(np.mean(ranks + 1))
+  results['rsum'] = sum(100 * results[f'{n}/R@{k}'] for n in ('t2i', 'i2t') for k in ks)
+  return results

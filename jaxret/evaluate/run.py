@@ -1,0 +1,48 @@
+"""`--mode=eval`: Recall@K of a checkpoint on the held-out split, to `DIR/eval/results.json`."""
+
+import json
+import os
+import time
+
+import jax
+
+from jaxret.data import sources
+from jaxret.evaluate import embed
+from jaxret.evaluate import recall
+from jaxret.evaluate import retrieval
+from jaxret.train import inference
+
+
+def write_json(path, payload):
+  """Atomic JSON write (process 0 only): a reader never sees half a file."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(path + '.tmp', path)
+
+
+def format_table(results):
+  rows = ['| direction | R@1 | R@5 | R@10 | median rank |', '|---|---|---|---|---|']
+  for name, label in (('t2i', 'text→image'), ('i2t', 'image→text')):
+    rows.append(f'| {label} | ' + ' | '.join(
+        f'{100 * results[f"{name}/R@{k}"]:.1f}' for k in (1, 5, 10))
+                + f' | {results[f"{name}/median_rank"]:.0f} |')
+  return '\n'.join(rows)
+
+
+def evaluate(config, workdir, step=None):
+  """Evaluates checkpoint `step` (default: latest) on `config.eval.split`."""
+  start = time.time()
+  restored = inference.restore(config, workdir, step)
+  records = sources.load_split(config.data, config.eval.split)
+  embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
+  image_emb, text_emb, text_image_ids, _ = retrieval.embed_split(
+      embedder, restored.params, records, restored.tokenizer)
+  results = recall.retrieval_metrics(image_emb, records.image_ids, text_emb, text_image_ids)
+  results.update(step=restored.step, split=config.eval.split, num_images=len(records),
+                 num_texts=len(text_image_ids), chance_t2i_R1=1 / len(records),
+                 seconds=time.time() - start)
+  write_json(os.path.join(workdir, 'eval', 'results.json'), results)
+  return results

@@ -1,0 +1,39 @@
+"""`--mode=export`: L2-normalised embeddings of a split to `DIR/export/embeddings.npz`."""
+
+import os
+
+import jax
+import numpy as np
+
+from jaxret.data import sources
+from jaxret.evaluate import embed
+from jaxret.evaluate import retrieval
+from jaxret.train import inference
+
+FILENAME = 'embeddings.npz'
+
+
+def path(workdir):
+  return os.path.join(workdir, 'export', FILENAME)
+
+
+def export(config, workdir, step=None):
+  """Embeds `config.export.split` with checkpoint `step` (default: latest).
+
+  The file holds `image_ids` (N,), `image_emb` (N, D), `text_image_ids` (M,),
+  `text_emb` (M, D), the caption strings `texts` (M,), and the model `step`.
+  """
+  restored = inference.restore(config, workdir, step)
+  records = sources.load_split(config.data, config.export.split)
+  embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
+  image_emb, text_emb, text_image_ids, texts = retrieval.embed_split(
+      embedder, restored.params, records, restored.tokenizer)
+  out = path(workdir)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + '.tmp', 'wb') as f:
+      np.savez(f, image_ids=np.asarray(records.image_ids), image_emb=image_emb,
+               text_image_ids=text_image_ids, text_emb=text_emb, texts=np.asarray(texts),
+               step=np.asarray(restored.step), split=np.asarray(config.export.split))
+    os.replace(out + '.tmp', out)
+  return out, restored.step, image_emb.shape

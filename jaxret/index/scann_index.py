@@ -1,0 +1,70 @@
+"""ScaNN searchers: parameters from the gallery's size, build, save and load."""
+
+import math
+import os
+
+import numpy as np
+from scann import scann_ops_pybind
+
+METHODS = ('auto', 'brute_force', 'tree_ah')
+
+
+def build_params(num_items, dim, index_config):
+  """The build parameters: the config's where set (non-zero), else chosen from the size.
+
+  `auto` uses exact brute force below `brute_force_below` items, and otherwise
+  a k-means tree (about sqrt(N) leaves, a tenth of them and at least 16 searched) with
+  anisotropic hashing and exact re-ordering, following ScaNN's guidance.
+  """
+  method = index_config.method
+  if method not in METHODS:
+    raise ValueError(f'unknown index.method {method!r}; known: {METHODS}')
+  if method == 'auto':
+    method = 'brute_force' if num_items < index_config.brute_force_below else 'tree_ah'
+  params = {'method': method, 'num_items': int(num_items), 'dim': int(dim)}
+  if method == 'tree_ah':
+    # About sqrt(N) leaves, each with at least ~100 items (ScaNN merges smaller ones).
+    num_leaves = index_config.num_leaves or max(
+        1, min(int(round(math.sqrt(num_items))), num_items // 100, 4096))
+    num_leaves = min(num_leaves, num_items)
+    params.update(
+        num_leaves=num_leaves,
+        # A tenth of the leaves, but at least 16: small trees need a larger share.
+        num_leaves_to_search=min(index_config.num_leaves_to_search
+                                 or max(16, math.ceil(num_leaves / 10)), num_leaves),
+        training_sample_size=min(num_items, 250_000),
+        dims_per_block=index_config.dims_per_block,
+        anisotropic_threshold=float(index_config.anisotropic_threshold),
+        reorder=index_config.reorder or 200)
+  return params
+
+
+def build(database, params, num_neighbors=10):
+  database = np.ascontiguousarray(database, np.float32)
+  builder = scann_ops_pybind.builder(database, num_neighbors, 'dot_product')
+  if params['method'] == 'brute_force':
+    return builder.score_brute_force().build()
+  return (builder.tree(num_leaves=params['num_leaves'],
+                       num_leaves_to_search=params['num_leaves_to_search'],
+                       training_sample_size=params['training_sample_size'])
+          .score_ah(params['dims_per_block'],
+                    anisotropic_quantization_threshold=params['anisotropic_threshold'])
+          .reorder(params['reorder'])
+          .build())
+
+
+def save(searcher, directory):
+  """Serialises with asset paths relative to `directory`, so the folder can move."""
+  os.makedirs(directory, exist_ok=True)
+  searcher.serialize(directory, relative_path=True)
+
+
+def load(directory):
+  return scann_ops_pybind.load_searcher(directory)
+
+
+def search(searcher, queries, k):
+  """(Q, D) queries -> row indices (Q, k) and scores (Q, k), best first."""
+  queries = np.ascontiguousarray(queries, np.float32)
+  rows, scores = searcher.search_batched(queries, final_num_neighbors=k)
+  return np.asarray(rows, np.int64), np.asarray(scores, np.float32)

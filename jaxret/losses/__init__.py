@@ -1,0 +1,1 @@
+"""Pure loss functions of arrays; each file holds one method's objective."""

@@ -1,0 +1,102 @@
+"""jaxret's entry point.
+
+  python -m jaxret.main --mode=MODE --config=configs/NAME.py[:ARGS] --workdir=DIR \
+      [--config.KEY=VALUE ...]
+
+Modes: train (resumes from DIR's latest checkpoint), eval, export, index,
+query (--query="a red circle" [--k=5]), and demo (all of them in order).
+Without --config, every mode except train uses DIR/config.json.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from jaxret import errors
+
+MODES = ('train', 'eval', 'export', 'index', 'query', 'demo')
+
+_MODE = flags.DEFINE_enum('mode', 'demo', MODES, 'What to run.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step for eval/export (default: latest).')
+_QUERY = flags.DEFINE_string('query', None, 'Text for --mode=query (default: config.query.text).')
+_K = flags.DEFINE_integer('k', None, 'Number of results for --mode=query (default: config.query.k).')
+
+
+def _one_line(error):
+  message = str(error).strip().strip('\'"').replace('\\n', ' ')
+  return ' '.join(message.split())
+
+
+def parse_flags(argv):
+  """absl flag parsing, with config errors (an unknown key, a bad value) on one line."""
+  # Library logs (orbax logs every save at INFO) only from ERROR up, unless
+  # --verbosity asks for more.
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {_one_line(e)}')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    sys.exit(f'error: bad --config override: {_one_line(e)}; '
+             'see the config file for the keys it has')
+
+
+def _config(mode, workdir):
+  from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
+  if _CONFIG.value is not None:
+    return _CONFIG.value
+  if mode in ('train', 'demo'):
+    raise errors.UserError(f'--mode={mode} needs --config=configs/NAME.py')
+  return workdir_config.load(workdir)
+
+
+def run(mode, config, workdir, step=None, query_text=None, k=None):
+  """Runs one mode (or all of them, for demo). Importable for tests and scripts."""
+  # Imported here so that flag errors are reported before JAX starts.
+  # pylint: disable=import-outside-toplevel
+  from jaxret.evaluate import run as evaluate_run
+  from jaxret.export import embeddings
+  from jaxret.index import build
+  from jaxret.serve import query
+  from jaxret.train import trainer
+  query_text = config.query.text if query_text is None else query_text
+  k = config.query.k if k is None else k
+  if mode == 'query':
+    query.check_text(query_text)  # Before any work.
+  if mode in ('train', 'demo'):
+    trainer.train(config, workdir)
+  if mode in ('eval', 'demo'):
+    results = evaluate_run.evaluate(config, workdir, step)
+    print(f'{results["split"]} split, step {results["step"]}, {results["num_images"]} images, '
+          f'{results["num_texts"]} captions (chance R@1 {100 * results["chance_t2i_R1"]:.2f}):')
+    print(evaluate_run.format_table(results))
+  if mode in ('export', 'demo'):
+    path, export_step, shape = embeddings.export(config, workdir, step)
+    print(f'exported {shape[0]} image embeddings ({shape[1]}-d) of step {export_step} to {path}')
+  if mode in ('index', 'demo'):
+    manifest = build.build_index(config, workdir)
+    print(f'indexed {manifest["num_items"]} images ({manifest["build_params"]["method"]}, '
+          f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
+  if mode in ('query', 'demo'):
+    query.query(config, workdir, query_text, k)
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments {argv[1:]}; flags look like --mode=train')
+  if not _WORKDIR.value:
+    sys.exit('error: --workdir is required, e.g. --workdir=/tmp/jaxret-demo')
+  try:
+    config = _config(_MODE.value, _WORKDIR.value)
+    run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value)
+  except errors.UserError as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

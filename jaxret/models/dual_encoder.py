@@ -1,0 +1,52 @@
+"""Dual encoder: ViT + text transformer, projected to a joint space and L2-normalised."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxret.models import layers
+from jaxret.models import text as text_lib
+from jaxret.models import vit
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class DualEncoder(nn.Module):
+  """Image and text towers with linear projections and a learnable logit scale.
+
+  The logit scale is stored as its log, initialised to log(1/0.07) and clamped
+  so that scale <= 100 (open_clip); as a scalar it gets no weight decay.
+  """
+  vocab_size: int
+  text_len: int
+  image: dict
+  text: dict
+  embed_dim: int = 128
+  dtype: str = 'float32'
+  remat_policy: str = 'none'
+
+  def setup(self):
+    self.image_encoder = vit.ViT(**self.image, remat_policy=self.remat_policy, dtype=self.dtype)
+    self.text_encoder = text_lib.TextTransformer(
+        vocab_size=self.vocab_size, max_len=self.text_len, remat_policy=self.remat_policy,
+        dtype=self.dtype, **self.text)
+    self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
+    self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
+    self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(1 / 0.07)), ())
+
+  def encode_image(self, images, train=False):
+    """(B, H, W, 3) normalised images -> ((B, embed_dim) unit vectors, intermediates)."""
+    pooled, intermediates = self.image_encoder(images, train=train)
+    return layers.l2_normalize(self.image_projection(pooled)), intermediates
+
+  def encode_text(self, tokens, mask, train=False):
+    """(B, L) tokens and mask -> ((B, embed_dim) unit vectors, intermediates)."""
+    pooled, intermediates = self.text_encoder(tokens, mask, train=train)
+    return layers.l2_normalize(self.text_projection(pooled)), intermediates
+
+  def __call__(self, images, tokens, mask, train=False):
+    image_emb, image_out = self.encode_image(images, train)
+    text_emb, text_out = self.encode_text(tokens, mask, train)
+    scale = jnp.exp(jnp.minimum(self.logit_scale, np.log(MAX_LOGIT_SCALE)))
+    outputs = {'image_emb': image_emb, 'text_emb': text_emb, 'logit_scale': scale}
+    return outputs, {'image': image_out, 'text': text_out}

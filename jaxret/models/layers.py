@@ -1,0 +1,117 @@
+"""Transformer building blocks shared by the image, text and fusion towers."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    'gelu': lambda x: nn.gelu(x, approximate=False),
+    'gelu_tanh': lambda x: nn.gelu(x, approximate=True),
+    'quick_gelu': lambda x: x * nn.sigmoid(1.702 * x),  # CLIP's.
+    'relu': nn.relu,
+}
+
+# Rematerialisation policies by name (`none` keeps every activation).
+REMAT_POLICIES = {
+    'full': None,  # Save nothing: recompute the whole block in the backward pass.
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+}
+
+
+def as_dtype(dtype):
+  return jnp.dtype(dtype)
+
+
+class MlpBlock(nn.Module):
+  mlp_dim: int
+  activation: str = 'gelu'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype, name='fc1')(x)
+    x = ACTIVATIONS[self.activation](x)
+    return nn.Dense(width, dtype=self.dtype, name='fc2')(x)
+
+
+class EncoderBlock(nn.Module):
+  """Self-attention + MLP, pre-LN (ViT, CLIP) or post-LN (BERT)."""
+  num_heads: int
+  mlp_dim: int
+  prenorm: bool = True
+  activation: str = 'gelu'
+  layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_mask=None):
+    attention = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype, name='attention')
+    mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, name='mlp')
+    norm1 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm1')
+    norm2 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm2')
+    if self.prenorm:
+      y = norm1(x)
+      x = x + attention(y, y, mask=attention_mask)
+      return x + mlp(norm2(x))
+    x = norm1(x + attention(x, x, mask=attention_mask))
+    return norm2(x + mlp(x))
+
+
+class Encoder(nn.Module):
+  """A stack of `EncoderBlock`s; returns the output and each block's output."""
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  prenorm: bool = True
+  activation: str = 'gelu'
+  layer_norm_eps: float = 1e-6
+  remat_policy: str = 'none'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_mask=None):
+    block_cls = EncoderBlock
+    if self.remat_policy != 'none':
+      if self.remat_policy not in REMAT_POLICIES:
+        raise ValueError(f'unknown remat_policy {self.remat_policy!r}; '
+                         f'known: none, {", ".join(REMAT_POLICIES)}')
+      block_cls = nn.remat(EncoderBlock, policy=REMAT_POLICIES[self.remat_policy])
+    blocks = {}
+    for i in range(self.depth):
+      x = block_cls(self.num_heads, self.mlp_dim, self.prenorm, self.activation,
+                    self.layer_norm_eps, self.dtype, name=f'block{i:02d}')(x, attention_mask)
+      blocks[f'block{i:02d}'] = x
+    return x, blocks
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling with a learned probe (big_vision's 'map')."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
+    probe = jnp.tile(probe, (x.shape[0], 1, 1)).astype(x.dtype)
+    x = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dtype=self.dtype, name='attention')(probe, x)
+    y = nn.LayerNorm(name='norm')(x)
+    x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name='mlp')(y)
+    return x[:, 0]
+
+
+def gem_pool(tokens, p=3.0, eps=1e-6):
+  """Generalised-mean pooling over tokens (axis 1), on values clamped at eps."""
+  tokens = jnp.maximum(tokens.astype(jnp.float32), eps)
+  return jnp.mean(tokens**p, axis=1) ** (1.0 / p)
+
+
+def l2_normalize(x, eps=1e-6):
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)

@@ -1,0 +1,80 @@
+"""Vision Transformer image tower (as in big_vision's vit.py, without a head)."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxret.models import layers
+from jaxret.models import variants
+
+POOLS = ('cls', 'gap', 'gem', 'map')
+
+
+def posemb_sincos_2d(h, w, width, temperature=10_000.0):
+  """Fixed 2-D sine-cosine position embedding, (1, h*w, width)."""
+  if width % 4:
+    raise ValueError(f'sincos2d position embedding needs a width divisible by 4, got {width}')
+  y, x = np.mgrid[:h, :w]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1))
+  y = np.einsum('m,d->md', y.flatten(), omega)
+  x = np.einsum('m,d->md', x.flatten(), omega)
+  table = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return jnp.asarray(table[None], jnp.float32)
+
+
+class ViT(nn.Module):
+  """ViT encoder. Returns `(pooled, intermediates)`.
+
+  Intermediates: `encoded` (all tokens after the final LayerNorm),
+  `patch_tokens` (the patch grid's tokens, CLS excluded, (B, h*w, D)),
+  `pre_logits` (the pooled vector) and `blockNN` (each block's output).
+  """
+  variant: str = 'nano/8'
+  pool: str = 'cls'
+  posemb: str = 'learn'
+  gem_p: float = 3.0
+  depth: int | None = None
+  remat_policy: str = 'none'
+  dtype: Any = 'float32'
+
+  @nn.compact
+  def __call__(self, images, *, train=False):
+    del train  # No dropout: results must not depend on the device count.
+    if self.pool not in POOLS:
+      raise ValueError(f'unknown image pool {self.pool!r}; known: {POOLS}')
+    size = variants.decode(self.variant, depth=self.depth)
+    if 'patch_size' not in size:
+      raise ValueError(f'ViT variant needs a patch size, e.g. "{self.variant}/16"')
+    dtype = layers.as_dtype(self.dtype)
+    patch, width = size['patch_size'], size['width']
+    x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding='VALID',
+                dtype=dtype, name='embedding')(images.astype(dtype))
+    batch, h, w, _ = x.shape
+    x = x.reshape(batch, h * w, width)
+    if self.posemb == 'learn':
+      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / np.sqrt(width)),
+                         (1, h * w, width)).astype(x.dtype)
+    elif self.posemb == 'sincos2d':
+      x = x + posemb_sincos_2d(h, w, width).astype(x.dtype)
+    else:
+      raise ValueError(f'unknown posemb {self.posemb!r}; known: learn, sincos2d')
+    if self.pool == 'cls':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, width))
+      x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+    x, blocks = layers.Encoder(
+        size['depth'], size['num_heads'], size['mlp_dim'], remat_policy=self.remat_policy,
+        dtype=dtype, name='encoder')(x)
+    encoded = nn.LayerNorm(name='encoder_norm')(x)
+    patch_tokens = encoded[:, 1:] if self.pool == 'cls' else encoded
+    if self.pool == 'cls':
+      pooled = encoded[:, 0]
+    elif self.pool == 'gap':
+      pooled = jnp.mean(encoded, axis=1)
+    elif self.pool == 'gem':
+      pooled = layers.gem_pool(encoded, self.gem_p)
+    else:
+      pooled = layers.MAPHead(size['num_heads'], size['mlp_dim'], dtype, name='map_head')(x)
+    return pooled, {'encoded': encoded, 'patch_tokens': patch_tokens,
+                    'pre_logits': pooled, **blocks}

@@ -1,0 +1,13 @@
+"""Training objectives by name: `config.loss.name` is a key of OBJECTIVES or a
+'module:Class' path. An objective wires a model to its pure loss (`losses/`)."""
+
+from jaxret import registry
+
+OBJECTIVES = {
+    'clip': 'jaxret.objectives.dual:ClipObjective',
+}
+
+
+def build(loss_config, model, mesh):
+  objective_cls = registry.resolve(loss_config.name, OBJECTIVES, 'loss')
+  return objective_cls(model, mesh, loss_config)

@@ -1,0 +1,86 @@
+"""Checkpoints under `DIR/checkpoints/` with orbax: async saves, keep N, restore latest.
+
+A checkpoint is a composite of `state` (the whole `TrainState`) and, when
+training, `data` (the grain iterator's position), so resuming continues with
+exactly the batches an uninterrupted run would have seen.
+"""
+
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from jaxret import errors
+
+SUBDIR = 'checkpoints'
+
+
+def directory(workdir):
+  return os.path.join(os.path.abspath(workdir), SUBDIR)
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract_tree, shardings)
+
+
+class Checkpoints:
+  """A thin wrapper over `ocp.CheckpointManager` with the workdir's layout."""
+
+  def __init__(self, workdir, keep=2, read_only=False):
+    if read_only and not os.path.isdir(directory(workdir)):
+      raise errors.UserError(f'no checkpoints in {workdir}; run --mode=train first')
+    self.manager = ocp.CheckpointManager(
+        directory(workdir),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only,
+            enable_async_checkpointing=True))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def all_steps(self):
+    return list(self.manager.all_steps())
+
+  def save(self, step, state, data_iterator=None):
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items))
+
+  def _checked_step(self, step):
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise errors.UserError('no checkpoint in the workdir; run --mode=train first')
+    if step not in self.all_steps():
+      raise errors.UserError(f'no checkpoint for step {step}; available: {self.all_steps()}')
+    return step
+
+  def restore(self, abstract_state, step=None, data_iterator=None):
+    """Restores `state` (and the iterator in place) at `step` (default: latest).
+
+    `abstract_state` carries the target shardings, so a checkpoint written on
+    one device count restores onto another.
+    """
+    step = self._checked_step(step)
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def restore_params(self, abstract_params, step=None):
+    """Restores only the parameters (no optimizer state): `(params, step)`."""
+    step = self._checked_step(step)
+    target = {'params': abstract_params}
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+    return restored['state']['params'], step
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,79 @@
+"""Building the model, objective and sharded training state from a config."""
+
+import functools
+
+import jax
+
+from jaxret import errors
+from jaxret import models
+from jaxret import objectives
+from jaxret.data import pipeline
+from jaxret.models import variants
+from jaxret.parallel import mesh as mesh_lib
+from jaxret.parallel import partition
+from jaxret.train import checkpoint
+from jaxret.train import optimizer as optimizer_lib
+from jaxret.train import state as state_lib
+from jaxret.train import step as step_lib
+
+
+def check_config(config):
+  """Shape checks that must fail before anything is compiled."""
+  image = config.model.get('image')
+  if image is not None and 'variant' in image:
+    patch = variants.decode(image.variant).get('patch_size')
+    if patch and config.data.image_size % patch:
+      raise errors.UserError(
+          f'data.image_size={config.data.image_size} is not divisible by the patch size '
+          f'{patch} of model.image.variant={image.variant!r}; use a multiple of {patch}')
+  if config.total_steps < 0:
+    raise errors.UserError(f'total_steps must be >= 0, got {config.total_steps}')
+
+
+def build_model(config, tokenizer):
+  try:
+    return models.build(config.model, vocab_size=tokenizer.vocab_size,
+                        text_len=config.data.text_len)
+  except TypeError as e:  # An unknown or missing model setting.
+    raise errors.UserError(f'model settings do not fit {config.model.name!r}: {e}') from e
+
+
+class Trainable:
+  """The model, objective, optimizer and sharded state layout for one config."""
+
+  def __init__(self, config, tokenizer, mesh):
+    check_config(config)
+    self.config = config
+    self.mesh = mesh
+    self.model = build_model(config, tokenizer)
+    self.objective = objectives.build(config.loss, self.model, mesh)
+    self.optimizer, self.learning_rate = optimizer_lib.build(config)
+    self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
+    self.state_shardings = partition.tree_shardings(
+        self.abstract_state, mesh, config.sharding.rules)
+
+  def _init(self, rng):
+    params_rng, state_rng = jax.random.split(rng)
+    example = pipeline.example_batch(self.config.data, self.config.data.text_len)
+    params = self.objective.init_params(params_rng, example)
+    return state_lib.TrainState(
+        step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+        opt_state=self.optimizer.init(params), rng=state_rng,
+        extra=self.objective.init_extra(params))
+
+  def init_state(self):
+    """A fresh state, created directly with its shardings (never whole on one device)."""
+    return jax.jit(self._init, out_shardings=self.state_shardings)(
+        jax.random.PRNGKey(self.config.seed))
+
+  def restore_target(self):
+    return checkpoint.abstract_with_shardings(self.abstract_state, self.state_shardings)
+
+  def compiled_step(self):
+    """`train_step` jit-compiled with the state's and batch's shardings, state donated."""
+    step = functools.partial(step_lib.train_step, objective=self.objective,
+                             optimizer=self.optimizer)
+    return jax.jit(step,
+                   in_shardings=(self.state_shardings, mesh_lib.batch_sharding(self.mesh)),
+                   out_shardings=(self.state_shardings, mesh_lib.replicated(self.mesh)),
+                   donate_argnums=(0,))
