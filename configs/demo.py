@@ -55,7 +55,8 @@ def get_config(arg=None):
        'pool': 'first', 'causal': False})
   config.model.embed_dim = 32 if arg.runlocal else 128
   config.model.dtype = 'float32'
-  config.model.remat_policy = 'none'
+  config.model.remat_policy = 'none'  # none | full | dots | dots_saveable
+  config.model.scan_layers = False
 
   config.loss = ml_collections.ConfigDict({'name': 'clip'})
 
@@ -70,7 +71,11 @@ def get_config(arg=None):
   config.optimizer.warmup_steps = 1 if arg.runlocal else 50
   config.optimizer.end_lr_factor = 0.0
 
+  # (axis, size) pairs; -1: all remaining devices. The batch is split over
+  # every axis but `model`.
+  config.mesh = (('data', -1),)
   # (regex over parameter paths, partition spec) pairs; unmatched: replicated.
+  # FSDP, for example: (('.*(kernel|embedding)$', ('data',)),).
   config.sharding = ml_collections.ConfigDict({'rules': ()})
 
   config.eval = ml_collections.ConfigDict()

@@ -25,6 +25,11 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step for eval/export (default: latest).')
 _QUERY = flags.DEFINE_string('query', None, 'Text for --mode=query (default: config.query.text).')
 _K = flags.DEFINE_integer('k', None, 'Number of results for --mode=query (default: config.query.k).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for multi-process runs '
+    '(auto-detected on TPU pods and SLURM).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
 
 
 def _one_line(error):
@@ -92,6 +97,8 @@ def main(argv):
   if not _WORKDIR.value:
     sys.exit('error: --workdir is required, e.g. --workdir=/tmp/jaxret-demo')
   try:
+    from jaxret.parallel import distributed  # pylint: disable=import-outside-toplevel
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _config(_MODE.value, _WORKDIR.value)
     run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value)
   except errors.UserError as e:

@@ -112,12 +112,13 @@ def load_workdir(workdir, max_len):
   return Tokenizer(tokenizers.Tokenizer.from_file(path), max_len)
 
 
-def for_workdir(tokenizer_config, max_len, workdir, train_records=None):
+def for_workdir(tokenizer_config, max_len, workdir, train_records=None, write=True):
   """The workdir's tokenizer, creating it on first training.
 
   With `tokenizer.path` set, that local Hugging Face tokenizer is used; else
   the word-level vocabulary is built from the training captions. Either way it
-  is saved as `DIR/tokenizer.json`, which every later mode loads.
+  is saved as `DIR/tokenizer.json` (by the process with `write`; the others
+  build the same one), which every later mode loads.
   """
   saved = os.path.join(workdir, FILENAME)
   if os.path.exists(saved):
@@ -128,6 +129,7 @@ def for_workdir(tokenizer_config, max_len, workdir, train_records=None):
     tokenizer = load_hf_directory(tokenizer_config.path, max_len)
   else:
     tokenizer = build_word_level((t for caps in train_records.captions for t in caps), max_len)
-  os.makedirs(workdir, exist_ok=True)
-  tokenizer.save(workdir)
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    tokenizer.save(workdir)
   return tokenizer

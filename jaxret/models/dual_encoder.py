@@ -24,12 +24,13 @@ class DualEncoder(nn.Module):
   embed_dim: int = 128
   dtype: str = 'float32'
   remat_policy: str = 'none'
+  scan_layers: bool = False
 
   def setup(self):
-    self.image_encoder = vit.ViT(**self.image, remat_policy=self.remat_policy, dtype=self.dtype)
+    shared = {'remat_policy': self.remat_policy, 'scan': self.scan_layers, 'dtype': self.dtype}
+    self.image_encoder = vit.ViT(**self.image, **shared)
     self.text_encoder = text_lib.TextTransformer(
-        vocab_size=self.vocab_size, max_len=self.text_len, remat_policy=self.remat_policy,
-        dtype=self.dtype, **self.text)
+        vocab_size=self.vocab_size, max_len=self.text_len, **self.text, **shared)
     self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
     self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(1 / 0.07)), ())

@@ -38,6 +38,27 @@ class MlpBlock(nn.Module):
     return nn.Dense(width, dtype=self.dtype, name='fc2')(x)
 
 
+class Attention(nn.Module):
+  """Multi-head attention with flax's parameter layout (query/key/value/out,
+  kernels (D, heads, D/heads)) but no key bias: a key bias adds the same q·b to
+  every logit of a row, so softmax removes it; its gradient is exactly zero and
+  in float32 only noise, which Adam would amplify into parameter drift."""
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv, mask=None):
+    width = inputs_q.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f'width {width} is not divisible by {self.num_heads} heads')
+    shape = (self.num_heads, width // self.num_heads)
+    query = nn.DenseGeneral(shape, dtype=self.dtype, name='query')(inputs_q)
+    key = nn.DenseGeneral(shape, use_bias=False, dtype=self.dtype, name='key')(inputs_kv)
+    value = nn.DenseGeneral(shape, dtype=self.dtype, name='value')(inputs_kv)
+    x = nn.dot_product_attention(query, key, value, mask=mask, dtype=self.dtype)
+    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(x)
+
+
 class EncoderBlock(nn.Module):
   """Self-attention + MLP, pre-LN (ViT, CLIP) or post-LN (BERT)."""
   num_heads: int
@@ -49,8 +70,7 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, attention_mask=None):
-    attention = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, name='attention')
+    attention = Attention(self.num_heads, self.dtype, name='attention')
     mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, name='mlp')
     norm1 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm1')
     norm2 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm2')
@@ -62,8 +82,23 @@ class EncoderBlock(nn.Module):
     return norm2(x + mlp(x))
 
 
+class _ScannedBlock(EncoderBlock):
+  """An EncoderBlock in `nn.scan`'s (carry, x) -> (carry, y) form."""
+
+  @nn.compact
+  def __call__(self, x, attention_mask=None):  # pylint: disable=arguments-differ
+    x = super().__call__(x, attention_mask)
+    return x, x
+
+
 class Encoder(nn.Module):
-  """A stack of `EncoderBlock`s; returns the output and each block's output."""
+  """A stack of `EncoderBlock`s; returns the output and each block's output.
+
+  `remat_policy` (none | full | dots | dots_saveable) recomputes activations in
+  the backward pass to save memory; `scan` compiles one block and loops over
+  stacked parameters (faster compiles, parameters under `blocks` with a
+  leading depth axis instead of `block00`, `block01`, ...).
+  """
   depth: int
   num_heads: int
   mlp_dim: int
@@ -71,20 +106,28 @@ class Encoder(nn.Module):
   activation: str = 'gelu'
   layer_norm_eps: float = 1e-6
   remat_policy: str = 'none'
+  scan: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, attention_mask=None):
-    block_cls = EncoderBlock
+    block_cls = _ScannedBlock if self.scan else EncoderBlock
     if self.remat_policy != 'none':
       if self.remat_policy not in REMAT_POLICIES:
         raise ValueError(f'unknown remat_policy {self.remat_policy!r}; '
                          f'known: none, {", ".join(REMAT_POLICIES)}')
-      block_cls = nn.remat(EncoderBlock, policy=REMAT_POLICIES[self.remat_policy])
+      block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[self.remat_policy],
+                           prevent_cse=not self.scan)
+    settings = (self.num_heads, self.mlp_dim, self.prenorm, self.activation,
+                self.layer_norm_eps, self.dtype)
+    if self.scan:
+      stack = nn.scan(block_cls, variable_axes={'params': 0}, split_rngs={'params': True},
+                      in_axes=nn.broadcast, length=self.depth)
+      x, outputs = stack(*settings, name='blocks')(x, attention_mask)
+      return x, {f'block{i:02d}': outputs[i] for i in range(self.depth)}
     blocks = {}
     for i in range(self.depth):
-      x = block_cls(self.num_heads, self.mlp_dim, self.prenorm, self.activation,
-                    self.layer_norm_eps, self.dtype, name=f'block{i:02d}')(x, attention_mask)
+      x = block_cls(*settings, name=f'block{i:02d}')(x, attention_mask)
       blocks[f'block{i:02d}'] = x
     return x, blocks
 
@@ -99,8 +142,7 @@ class MAPHead(nn.Module):
   def __call__(self, x):
     probe = self.param('probe', nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
     probe = jnp.tile(probe, (x.shape[0], 1, 1)).astype(x.dtype)
-    x = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, name='attention')(probe, x)
+    x = Attention(self.num_heads, self.dtype, name='attention')(probe, x)
     y = nn.LayerNorm(name='norm')(x)
     x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name='mlp')(y)
     return x[:, 0]

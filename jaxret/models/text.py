@@ -32,6 +32,7 @@ class TextTransformer(nn.Module):
   layer_norm_eps: float = 1e-6
   depth: int | None = None
   remat_policy: str = 'none'
+  scan: bool = False
   dtype: Any = 'float32'
 
   @nn.compact
@@ -57,7 +58,8 @@ class TextTransformer(nn.Module):
     x, blocks = layers.Encoder(
         size['depth'], size['num_heads'], size['mlp_dim'], prenorm=self.prenorm,
         activation=self.activation, layer_norm_eps=self.layer_norm_eps,
-        remat_policy=self.remat_policy, dtype=dtype, name='encoder')(x, attention_mask)
+        remat_policy=self.remat_policy, scan=self.scan, dtype=dtype,
+        name='encoder')(x, attention_mask)
     if self.final_norm:
       x = nn.LayerNorm(epsilon=self.layer_norm_eps, name='final_norm')(x)
     if self.pool == 'first':

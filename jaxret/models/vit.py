@@ -37,6 +37,7 @@ class ViT(nn.Module):
   gem_p: float = 3.0
   depth: int | None = None
   remat_policy: str = 'none'
+  scan: bool = False
   dtype: Any = 'float32'
 
   @nn.compact
@@ -65,7 +66,7 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
     x, blocks = layers.Encoder(
         size['depth'], size['num_heads'], size['mlp_dim'], remat_policy=self.remat_policy,
-        dtype=dtype, name='encoder')(x)
+        scan=self.scan, dtype=dtype, name='encoder')(x)
     encoded = nn.LayerNorm(name='encoder_norm')(x)
     patch_tokens = encoded[:, 1:] if self.pool == 'cls' else encoded
     if self.pool == 'cls':

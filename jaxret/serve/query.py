@@ -10,6 +10,7 @@ from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.export import embeddings
 from jaxret.index import store
+from jaxret.parallel import mesh as mesh_lib
 from jaxret.serve import contact_sheet
 from jaxret.train import inference
 
@@ -44,7 +45,7 @@ def query(config, workdir, text, k, step=None):
                      expected_step=step)
   check_k(k, len(index))
   restored = inference.restore(config, workdir, index.manifest['model_step'])
-  embedder = embed.Embedder(restored.model, restored.mesh, restored.mesh.devices.size,
+  embedder = embed.Embedder(restored.model, restored.mesh, mesh_lib.batch_shards(restored.mesh),
                             config.data)
   tokens, mask = restored.tokenizer.encode([text])
   query_emb = embedder.texts(restored.params, tokens, mask)

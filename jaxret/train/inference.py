@@ -23,7 +23,7 @@ class Restored:
 
 def restore(config, workdir, step=None, mesh=None):
   """The model and parameters of checkpoint `step` (default: latest) in `workdir`."""
-  mesh = mesh_lib.make_mesh() if mesh is None else mesh
+  mesh = mesh_lib.make_mesh(config.mesh) if mesh is None else mesh
   checkpoints = checkpoint.Checkpoints(workdir, read_only=True)
   try:
     tokenizer = tokenizer_lib.for_workdir(config.tokenizer, config.data.text_len, workdir)

@@ -3,8 +3,6 @@
 import time
 
 import jax
-import numpy as np
-
 from jaxret.config import workdir as workdir_config
 from jaxret.data import pipeline
 from jaxret.data import sources
@@ -33,12 +31,12 @@ def _due(step, every, total):
 
 def train(config, workdir, mesh=None):
   """Trains `config` in `workdir` up to `config.total_steps`; returns the final state."""
-  mesh = mesh_lib.make_mesh() if mesh is None else mesh
+  mesh = mesh_lib.make_mesh(config.mesh) if mesh is None else mesh
   local_batch = mesh_lib.check_global_batch(config.batch_size, mesh)
   setup.check_config(config)
   train_records = sources.load_split(config.data, 'train')
   tokenizer = tokenizer_lib.for_workdir(config.tokenizer, config.data.text_len, workdir,
-                                        train_records)
+                                        train_records, write=jax.process_index() == 0)
   trainable = setup.Trainable(config, tokenizer, mesh)
   dataset = pipeline.train_dataset(
       train_records, tokenizer, config.data, seed=config.seed, global_batch=config.batch_size,
