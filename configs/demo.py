@@ -27,6 +27,9 @@ def get_config(arg=None):
   config.eval_every = 0 if arg.runlocal else 100
   config.checkpoint_every = 2 if arg.runlocal else 100
   config.keep_checkpoints = 2
+  # A non-finite loss or gradient: 'stop' the run (naming the step and the
+  # quantity, saving nothing), or 'skip' the update and go on.
+  config.on_nonfinite = 'stop'
 
   config.data = ml_collections.ConfigDict()
   config.data.source = 'builtin'

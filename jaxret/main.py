@@ -33,7 +33,11 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
 
 
 def _one_line(error):
-  message = str(error).strip().strip('\'"').replace('\\n', ' ')
+  """The error's message on one line; of an embedded traceback, only its last line."""
+  message = str(error).strip().strip('\'"').replace('\\n', '\n')
+  if 'Traceback (most recent call last)' in message:
+    head, _, trace = message.partition('Traceback (most recent call last)')
+    message = head.rstrip(' :') + ': ' + trace.strip().splitlines()[-1]
   return ' '.join(message.split())
 
 
@@ -101,8 +105,10 @@ def main(argv):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _config(_MODE.value, _WORKDIR.value)
     run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value)
-  except errors.UserError as e:
+  except (errors.UserError, errors.RunError) as e:
     sys.exit(f'error: {e}')
+  except errors.Preempted as e:
+    print(e, flush=True)  # A clean stop: the scheduler may restart the same command.
 
 
 if __name__ == '__main__':

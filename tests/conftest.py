@@ -27,6 +27,24 @@ def run_main(*args, devices=1, check=True):
   return result
 
 
+def digest(root):
+  """Content hashes of every file under `root` (to prove nothing was touched)."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digests = {}
+  for path in sorted(pathlib.Path(root).rglob('*')):
+    if path.is_file():
+      digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+  return digests
+
+
+@pytest.fixture(scope='session')
+def demo_workdir(tmp_path_factory):
+  """A workdir after `--mode=demo` of the runlocal config: (path, stdout)."""
+  workdir = tmp_path_factory.mktemp('demo')
+  result = run_main('--mode=demo', '--config=configs/demo.py:runlocal', f'--workdir={workdir}')
+  return workdir, result.stdout
+
+
 @pytest.fixture(scope='session')
 def tiny_config():
   from configs import demo  # pylint: disable=import-outside-toplevel

@@ -1,32 +1,14 @@
-"""The command line end to end: every mode, the workdir contract, and refusals."""
+"""The command line end to end: every mode and the workdir contract (refusals: test_bad_input.py)."""
 
-import hashlib
 import json
 import os
-import pathlib
 
 import numpy as np
-import pytest
 
+from conftest import digest
 from conftest import run_main
 
 TINY = 'configs/demo.py:runlocal'
-
-
-def _digest(root):
-  """Content hashes of every file under `root` (to prove nothing was touched)."""
-  digests = {}
-  for path in sorted(pathlib.Path(root).rglob('*')):
-    if path.is_file():
-      digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-  return digests
-
-
-@pytest.fixture(scope='module')
-def demo_workdir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('demo')
-  result = run_main('--mode=demo', f'--config={TINY}', f'--workdir={workdir}')
-  return workdir, result.stdout
 
 
 def test_demo_writes_the_workdir_contract(demo_workdir):
@@ -66,11 +48,11 @@ def test_demo_writes_the_workdir_contract(demo_workdir):
 
 def test_query_mode_from_the_saved_config(demo_workdir):
   workdir, _ = demo_workdir
-  before = _digest(workdir / 'checkpoints')
+  before = digest(workdir / 'checkpoints')
   result = run_main('--mode=query', f'--workdir={workdir}', '--query=a big green cross', '--k=3')
   assert "query: 'a big green cross'" in result.stdout
   assert len([l for l in result.stdout.splitlines() if ' id ' in l]) == 3
-  assert _digest(workdir / 'checkpoints') == before
+  assert digest(workdir / 'checkpoints') == before
 
 
 def test_one_train_step_on_eight_devices_then_resume(tmp_path):
@@ -81,44 +63,3 @@ def test_one_train_step_on_eight_devices_then_resume(tmp_path):
                     '--config.total_steps=2', '--config.checkpoint_every=1', devices=8)
   assert 'resumed from step 1' in result.stdout
   assert '2' in os.listdir(tmp_path / 'checkpoints')
-
-
-def _refused(result, *fragments):
-  assert result.returncode != 0
-  lines = [l for l in result.stderr.strip().splitlines() if l.startswith('error:')]
-  assert len(lines) == 1, result.stderr
-  for fragment in fragments:
-    assert fragment in lines[0], lines[0]
-  assert 'Traceback' not in result.stderr
-
-
-def test_unknown_config_key_is_refused(tmp_path):
-  result = run_main('--mode=train', f'--config={TINY}', f'--workdir={tmp_path}',
-                    '--config.optimizer.lerning_rate=0.1', check=False)
-  _refused(result, 'lerning_rate')
-  assert not os.listdir(tmp_path)
-
-
-def test_eval_without_checkpoint_is_refused(tmp_path):
-  result = run_main('--mode=eval', f'--config={TINY}', f'--workdir={tmp_path}', check=False)
-  _refused(result, 'run --mode=train first')
-  assert not os.listdir(tmp_path)
-
-
-@pytest.mark.parametrize('args, fragment', [
-    (('--query=   ',), 'empty query'),
-    (('--query=a red circle', '--k=65'), 'k=65'),
-    (('--query=a red circle', '--k=0'), 'k=0'),
-])
-def test_bad_queries_are_refused(demo_workdir, args, fragment):
-  workdir, _ = demo_workdir
-  before = _digest(workdir)
-  result = run_main('--mode=query', f'--workdir={workdir}', *args, check=False)
-  _refused(result, fragment)
-  assert _digest(workdir) == before
-
-
-def test_indivisible_image_size_is_refused_before_compiling(tmp_path):
-  result = run_main('--mode=train', f'--config={TINY}', f'--workdir={tmp_path}',
-                    '--config.data.image_size=60', check=False)
-  _refused(result, 'image_size=60', 'patch size 8')

@@ -57,6 +57,8 @@ def test_workdir_tokenizer_is_built_once(tmp_path, tiny_config):
   train = records.Records(images=np.zeros((2, 4, 4, 3), np.uint8), image_ids=np.arange(2),
                           captions=[[TEXTS[0]], [TEXTS[1]]])
   first = tokenizer_lib.for_workdir(tiny_config.tokenizer, 16, str(tmp_path), train)
+  assert not os.path.exists(tmp_path / 'tokenizer.json')
+  tokenizer_lib.save_once(first, str(tmp_path))
   assert os.path.exists(tmp_path / 'tokenizer.json')
   other = records.Records(images=train.images, image_ids=train.image_ids,
                           captions=[['zebra'], ['giraffe']])

@@ -10,9 +10,6 @@ checkpointed with the model for exact resume.
 import grain
 import numpy as np
 
-IMAGE_MEAN = 0.5  # Images are scaled to [-1, 1] unless the config says otherwise.
-IMAGE_STD = 0.5
-
 
 def normalize_images(images, data_config):
   """uint8 (..., H, W, 3) -> float32 normalised with the config's mean and std."""

@@ -112,13 +112,12 @@ def load_workdir(workdir, max_len):
   return Tokenizer(tokenizers.Tokenizer.from_file(path), max_len)
 
 
-def for_workdir(tokenizer_config, max_len, workdir, train_records=None, write=True):
-  """The workdir's tokenizer, creating it on first training.
+def for_workdir(tokenizer_config, max_len, workdir, train_records=None):
+  """The workdir's tokenizer, or (given the training records) a new one.
 
   With `tokenizer.path` set, that local Hugging Face tokenizer is used; else
-  the word-level vocabulary is built from the training captions. Either way it
-  is saved as `DIR/tokenizer.json` (by the process with `write`; the others
-  build the same one), which every later mode loads.
+  the word-level vocabulary is built from the training captions. Training saves
+  it as `DIR/tokenizer.json` (`save_once`), which every later mode loads.
   """
   saved = os.path.join(workdir, FILENAME)
   if os.path.exists(saved):
@@ -129,7 +128,11 @@ def for_workdir(tokenizer_config, max_len, workdir, train_records=None, write=Tr
     tokenizer = load_hf_directory(tokenizer_config.path, max_len)
   else:
     tokenizer = build_word_level((t for caps in train_records.captions for t in caps), max_len)
-  if write:
+  return tokenizer
+
+
+def save_once(tokenizer, workdir):
+  """Saves `tokenizer` as the workdir's, unless the workdir already has one."""
+  if not os.path.exists(os.path.join(workdir, FILENAME)):
     os.makedirs(workdir, exist_ok=True)
     tokenizer.save(workdir)
-  return tokenizer

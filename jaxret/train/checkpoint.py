@@ -5,6 +5,7 @@ training, `data` (the grain iterator's position), so resuming continues with
 exactly the batches an uninterrupted run would have seen.
 """
 
+import contextlib
 import os
 
 import grain
@@ -35,7 +36,8 @@ class Checkpoints:
         directory(workdir),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=True))
+            # Remove what an interrupted save left behind (never a finished step).
+            cleanup_tmp_directories=not read_only, enable_async_checkpointing=True))
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -44,10 +46,14 @@ class Checkpoints:
     return list(self.manager.all_steps())
 
   def save(self, step, state, data_iterator=None):
+    """Starts an asynchronous save. Orbax writes into a temporary directory and
+    renames it when complete, so a crash mid-save never leaves a checkpoint that
+    `latest_step` would pick up."""
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    self.manager.save(step, args=ocp.args.Composite(**items))
+    with _write_errors(self.manager.directory, step):
+      self.manager.save(step, args=ocp.args.Composite(**items))
 
   def _checked_step(self, step):
     step = self.latest_step() if step is None else step
@@ -79,8 +85,21 @@ class Checkpoints:
     return restored['state']['params'], step
 
   def wait(self):
-    self.manager.wait_until_finished()
+    with _write_errors(self.manager.directory, self.latest_step()):
+      self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
+
+
+@contextlib.contextmanager
+def _write_errors(where, step):
+  """Turns a failed checkpoint write (disk full, no permission) into one clear error."""
+  try:
+    yield
+  except (OSError, ValueError, RuntimeError) as e:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise errors.RunError(
+        f'could not write the checkpoint of step {step} under {where}: {reason[:300]}; free disk '
+        'space or pick a writable --workdir (earlier checkpoints are intact)') from e

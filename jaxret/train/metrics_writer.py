@@ -7,6 +7,8 @@ import jax
 import numpy as np
 import tensorboardX
 
+from jaxret import errors
+
 
 def _plain(value):
   value = np.asarray(value)
@@ -14,20 +16,35 @@ def _plain(value):
 
 
 class MetricWriter:
-  """One JSON object per logged step; only process 0 writes."""
+  """One JSON object per logged step; only process 0 writes.
 
-  def __init__(self, workdir):
+  On resume from step N, records of later steps (written before an
+  interruption and about to be redone) are dropped, so the log has each step once.
+  """
+
+  def __init__(self, workdir, resume_step=0):
     self.enabled = jax.process_index() == 0
-    if self.enabled:
-      self.path = os.path.join(workdir, 'metrics.jsonl')
-      self.tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    if not self.enabled:
+      return
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
+      with open(self.path + '.tmp', 'w') as f:
+        f.writelines(kept)
+      os.replace(self.path + '.tmp', self.path)
+    self.tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step, metrics):
     if not self.enabled or not metrics:
       return
     record = {'step': int(step), **{k: _plain(v) for k, v in metrics.items()}}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    try:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    except OSError as e:
+      raise errors.RunError(f'cannot write {self.path}: {e.strerror or e}; free disk space or '
+                            'pick a writable --workdir') from e
     for name, value in record.items():
       if name != 'step' and isinstance(value, (int, float)):
         self.tensorboard.add_scalar(name, value, int(step))

@@ -7,18 +7,25 @@ import jax
 from jaxret import errors
 from jaxret import models
 from jaxret import objectives
+from jaxret import registry
 from jaxret.data import pipeline
 from jaxret.models import variants
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
 from jaxret.train import checkpoint
+from jaxret.train import guards
 from jaxret.train import optimizer as optimizer_lib
 from jaxret.train import state as state_lib
 from jaxret.train import step as step_lib
 
 
 def check_config(config):
-  """Shape checks that must fail before anything is compiled."""
+  """Checks that must fail before anything is written or compiled: names, shapes."""
+  registry.resolve(config.model.name, models.MODELS, 'model')
+  registry.resolve(config.loss.name, objectives.OBJECTIVES, 'loss')
+  if config.on_nonfinite not in guards.POLICIES:
+    raise errors.UserError(f'unknown on_nonfinite={config.on_nonfinite!r}; '
+                           f'known: {", ".join(guards.POLICIES)}')
   image = config.model.get('image')
   if image is not None and 'variant' in image:
     patch = variants.decode(image.variant).get('patch_size')
@@ -72,7 +79,8 @@ class Trainable:
   def compiled_step(self):
     """`train_step` jit-compiled with the state's and batch's shardings, state donated."""
     step = functools.partial(step_lib.train_step, objective=self.objective,
-                             optimizer=self.optimizer)
+                             optimizer=self.optimizer,
+                             skip_nonfinite=self.config.on_nonfinite == 'skip')
     return jax.jit(step,
                    in_shardings=(self.state_shardings, mesh_lib.batch_sharding(self.mesh)),
                    out_shardings=(self.state_shardings, mesh_lib.replicated(self.mesh)),

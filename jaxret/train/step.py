@@ -1,8 +1,10 @@
 """The training step: one pure function for every method."""
 
 import jax
+import jax.numpy as jnp
 import optax
 
+from jaxret.train import guards
 from jaxret.train import state as state_lib
 
 
@@ -29,9 +31,21 @@ def apply_gradients(state, grads, extra, objective, optimizer):
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
 
 
-def train_step(state: state_lib.TrainState, batch, *, objective, optimizer):
-  """One optimizer step on a global batch; returns the new state and metrics."""
+def train_step(state: state_lib.TrainState, batch, *, objective, optimizer,
+               skip_nonfinite=False):
+  """One optimizer step on a global batch; returns the new state and metrics.
+
+  Metrics include `finite` and `finite_grads` (per parameter) for the numeric
+  guard; with `skip_nonfinite`, a step whose loss or gradients are not finite
+  leaves parameters, optimizer state and extra state unchanged (the step count
+  still advances, so the data and the schedule move on).
+  """
   loss, metrics, extra, grads = compute_gradients(state, batch, objective)
   new_state = apply_gradients(state, grads, extra, objective, optimizer)
-  metrics = {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+  finite, finite_grads = guards.finite_flags(loss, grads)
+  if skip_nonfinite:
+    unchanged = state.replace(step=new_state.step)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, unchanged)
+  metrics = {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads),
+             'finite': finite, 'finite_grads': finite_grads}
   return new_state, metrics
