@@ -6,6 +6,7 @@ r"""Writes the pretrained-weight test fixtures (run by hand; needs PyTorch and t
 
 Creates, under tests/fixtures/:
   bert_tiny/      a randomly initialised transformers BertModel (config.json, model.safetensors)
+                  and a 99-token WordPiece vocab.txt
   clip_tiny/      a randomly initialised transformers CLIPModel
   bert_tiny_outputs.npz, clip_tiny_outputs.npz: fixed inputs and the reference outputs
   minilm_sentences.npz: sentence-transformers embeddings of a few sentences with
@@ -50,6 +51,14 @@ def bert_fixture():
   model = transformers.BertModel(config).eval()
   randomise(model, 1)
   model.save_pretrained(FIXTURES / 'bert_tiny', safe_serialization=True)
+  # A WordPiece vocabulary of the model's size, so the directory also serves as
+  # a tokenizer (for end-to-end tests of config.init.text).
+  words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+  words += [chr(c) for c in range(ord('a'), ord('z') + 1)] + [str(d) for d in range(10)]
+  words += ['a', 'box', 'number', 'rectangle', 'red', 'green', 'blue', 'yellow', 'the', 'of']
+  words = list(dict.fromkeys(words))
+  words += [f'##{chr(c)}' for c in range(ord('a'), ord('a') + config.vocab_size - len(words))]
+  (FIXTURES / 'bert_tiny' / 'vocab.txt').write_text('\n'.join(words) + '\n')
   rng = np.random.default_rng(0)
   tokens = rng.integers(5, 99, (3, 12)).astype(np.int64)
   mask = np.ones_like(tokens)

@@ -61,6 +61,7 @@ def write_karpathy(root, counts=(('train', 12), ('restval', 4), ('val', 6), ('te
 def write_wds(root, split='train', num_shards=3, per_shard=5, truncate_last=False,
               first_index=0):
   """Shards `root/{split}-{i:04d}.tar`; returns the brace pattern with '{split}'."""
+  os.makedirs(root, exist_ok=True)
   index = first_index
   for shard in range(num_shards):
     path = os.path.join(root, f'{split}-{shard:04d}.tar')

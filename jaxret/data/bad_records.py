@@ -44,9 +44,11 @@ class BadRecords:
     self.counts = collections.Counter()
     self._lock = threading.Lock()
     self._summarised = set()
+    self._seen = set()
 
   def report(self, kind, where, detail='', epoch=None):
-    """Counts one bad record of `kind` at `where` (a file name); raises under policy 'error'."""
+    """Counts bad record `where` (a file name) of `kind` once per epoch; raises under
+    policy 'error'."""
     if kind not in KINDS:
       raise ValueError(f'unknown bad-record kind {kind!r}')
     message = f'{KINDS[kind]}: {where}' + (f' ({detail})' if detail else '')
@@ -54,6 +56,9 @@ class BadRecords:
       raise BadRecordError(f'{self.name + " " if self.name else ""}{message}; '
                            "pass --config.data.on_bad_record=skip to skip bad records")
     with self._lock:
+      if (epoch, kind, where) in self._seen:
+        return  # Once per file and epoch (an image has several captions, so several pairs).
+      self._seen.add((epoch, kind, where))
       self.counts[epoch, kind] += 1
       count = self.counts[epoch, kind]
     if count <= LOG_LIMIT:
