@@ -224,3 +224,9 @@ def test_options_are_checked():
   # A config from before these keys existed keeps the built-in behaviour.
   assert data_options.resolve(ml_collections.ConfigDict({'image_size': 64})).source == 'builtin'
   assert json.dumps(data_options.defaults().to_dict())  # Saved in config.json.
+
+
+def test_a_source_given_as_an_import_path():
+  config = data_config(source='jaxret.data.builtin.dataset:load_split', seed=0, num_train=4,
+                       num_val=8, num_test=8, captions_per_image=2, near_duplicates_per_group=4)
+  assert len(sources.load_split(config, 'test')) == 8

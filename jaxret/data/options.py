@@ -71,8 +71,9 @@ def resolve(data_config):
 
 
 def check(options):
-  if options.source not in SOURCES:
-    raise errors.UserError(f'unknown data.source {options.source!r}; known: {", ".join(SOURCES)}')
+  if options.source not in SOURCES and ':' not in options.source:
+    raise errors.UserError(f'unknown data.source {options.source!r}; known: {", ".join(SOURCES)}'
+                           ', or an import path "package.module:load_split"')
   if options.train_crop not in TRAIN_CROPS:
     raise errors.UserError(f'unknown data.train_crop {options.train_crop!r}; '
                            f'known: {", ".join(TRAIN_CROPS)}')

@@ -3,9 +3,11 @@
 builtin: the generated dataset (the default). tfds: `tfds.data_source` over
 ArrayRecord files, without TensorFlow. karpathy: a Karpathy-split JSON and an
 image folder. wds: webdataset tar shards (training streams them; evaluation
-splits are read whole). Keys: `jaxret/data/options.py`.
+splits are read whole). Or an import path 'package.module:load_split' of a
+function (data_config, split) -> Records. Keys: `jaxret/data/options.py`.
 """
 
+from jaxret import registry
 from jaxret.data import options as options_lib
 
 SOURCES = options_lib.SOURCES
@@ -18,6 +20,8 @@ def load_split(data_config, split):
   """
   options = options_lib.resolve(data_config)
   # pylint: disable=import-outside-toplevel  # Each source imports only what it needs.
+  if ':' in options.source:  # A user's own source: load_split(data_config, split) -> Records.
+    return registry.resolve(options.source, {}, 'data.source')(data_config, split)
   if options.source == 'builtin':
     from jaxret.data.builtin import dataset
     return dataset.load_split(data_config, split)
