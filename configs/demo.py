@@ -15,6 +15,7 @@ Arguments (`configs/demo.py:runlocal,steps=50`):
 import ml_collections
 
 from jaxret.config import args as args_lib
+from jaxret.data import options as data_options
 
 
 def get_config(arg=None):
@@ -31,8 +32,12 @@ def get_config(arg=None):
   # quantity, saving nothing), or 'skip' the update and go on.
   config.on_nonfinite = 'stop'
 
-  config.data = ml_collections.ConfigDict()
+  # The source, location and preprocessing keys (jaxret/data/options.py): real
+  # data with --config.data.source=karpathy|tfds|wds --config.data.path=...
+  # Built-in data: no random crops (its captions say left, right, top, bottom).
+  config.data = data_options.defaults()
   config.data.source = 'builtin'
+  config.data.train_crop = 'none'
   config.data.seed = 0  # The generated dataset's seed (fixed across runs).
   config.data.image_size = 64
   config.data.num_train = 1000 if arg.runlocal else 20000

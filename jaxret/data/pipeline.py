@@ -1,14 +1,36 @@
 """Training batches with grain, and evaluation chunks, from a split's `Records`.
 
-Training iterates over (image, caption) pairs, shuffled per epoch by a seeded
-grain index shuffle. Global batch s is pairs [s·B, (s+1)·B) of that stream and
-process p takes its contiguous share of it, so the examples seen do not depend
-on the number of processes or devices, and the iterator state (a position) is
-checkpointed with the model for exact resume.
+Map-style sources (builtin, tfds, karpathy): training iterates over (image,
+caption) pairs, shuffled per epoch by a seeded grain index shuffle. Global
+batch s is pairs [s·B, (s+1)·B) of that stream and process p takes its
+contiguous share of it, so the examples seen do not depend on the number of
+processes or devices, and the iterator state (a position) is checkpointed
+with the model for exact resume. Streamed sources (wds) iterate over their
+shards instead (`wds.ShardStream`: shards split over processes, a seeded
+chunk shuffle, a checkpointable position).
+
+Each example is decoded, cropped (`data.train_crop`: centre crop, or a random
+resized crop drawn from a generator seeded by (seed, position), so it is the
+same whatever the thread or process count) and normalised; captions are
+tokenised with padding and truncation. An image that turns out to be bad is
+skipped: its slot in the batch is filled with the batch's next good pair, so
+that shapes stay static, and it is counted; each epoch ends with a summary.
 """
+
+import atexit
+import concurrent.futures
+import weakref
 
 import grain
 import numpy as np
+
+from jaxret import errors
+from jaxret.data import images as images_lib
+from jaxret.data import options as options_lib
+
+# Private batch keys, removed (in order, after prefetching) by `train_iterator`.
+EPOCH_KEY = '_epoch'
+BAD_RECORDS_KEY = '_bad_records'
 
 
 def normalize_images(images, data_config):
@@ -18,50 +40,194 @@ def normalize_images(images, data_config):
   return (images.astype(np.float32) / 255.0 - mean) / std
 
 
-class PairBatches:
-  """Assembles a batch from pair indices: images (rendered or decoded on access),
-  tokenised captions and image ids. Runs in grain's threads."""
+class Cropper:
+  """Decoded image -> (size, size, 3) uint8 training crop, per `data.train_crop`."""
 
-  def __init__(self, records, tokenizer, data_config):
+  def __init__(self, data_config, seed):
+    self.options = options_lib.resolve(data_config)
+    self.size = data_config.image_size
+    self.seed = seed
+    self.min_size = images_lib.draft_size(self.size, self.options.train_crop,
+                                          self.options.crop_scale)
+
+  def __call__(self, image, position):
+    """`image`: a PIL image; `position`: ints naming the example in the stream."""
+    if self.options.train_crop == 'random_resized':
+      rng = np.random.default_rng([self.seed, *position])
+      return images_lib.random_resized_crop(image, self.size, rng, self.options.crop_scale,
+                                            self.options.crop_ratio)
+    return images_lib.centre_crop(image, self.size)
+
+
+def fill_bad_slots(good):
+  """Row each slot takes its pair from: itself when good, else the next good row (cyclic)."""
+  good = np.asarray(good, bool)
+  if not good.any():
+    raise errors.UserError('every image of a training batch is bad; check the data '
+                           '(see the skipped files above)')
+  good_rows = np.flatnonzero(good)
+  following = np.searchsorted(good_rows, np.arange(len(good)))
+  return np.where(good, np.arange(len(good)), good_rows[following % len(good_rows)])
+
+
+class PairBatches:
+  """Assembles a batch from (position, pair index) rows: images (rendered or decoded
+  and cropped on access), tokenised captions and image ids. Runs in grain's threads."""
+
+  def __init__(self, records, tokenizer, data_config, seed=0):
     self.image_index, self.texts = records.pairs()
     self.records = records
     self.tokenizer = tokenizer
     self.data_config = data_config
+    self.options = options_lib.resolve(data_config)
+    self.cropper = Cropper(data_config, seed)
+    self.bad_records = records.bad_records
+    # Generated data has no bad records and is used at its own size when not cropped.
+    self.decodes = isinstance(records.images, images_lib.EncodedImages)
+    self.crops = self.decodes or self.options.train_crop != 'none'
 
   def __len__(self):
     return len(self.image_index)
 
-  def __call__(self, pair_indices):
+  def _image(self, row, position, epoch):
+    """uint8 crop of image `row`, or None when it is bad."""
+    if self.decodes:
+      image = self.records.images.open(row, self.cropper.min_size, epoch)
+    else:
+      image = images_lib.Image.fromarray(np.asarray(self.records.images[row]))
+    return None if image is None else self.cropper(image, position)
+
+  def __call__(self, rows):
+    """`rows`: (B, 2) int array of (position in the pair stream, pair index)."""
+    positions, pair_indices = rows[:, 0], rows[:, 1]
     image_index = self.image_index[pair_indices]
-    tokens, mask = self.tokenizer.encode([self.texts[i] for i in pair_indices])
-    return {
-        'image': normalize_images(self.records.images[image_index], self.data_config),
+    epochs = positions // len(self)
+    texts = [self.texts[i] for i in pair_indices]
+    if self.crops:
+      crops = [self._image(int(i), (int(p),), int(e))
+               for i, p, e in zip(image_index, positions, epochs)]
+      source = fill_bad_slots([c is not None for c in crops])
+      image_index = image_index[source]
+      texts = [texts[i] for i in source]
+      images = np.stack([crops[i] for i in source])
+    else:
+      images = self.records.images[image_index]
+    tokens, mask = self.tokenizer.encode(texts)
+    batch = {
+        'image': normalize_images(images, self.data_config),
         'text': tokens,
         'text_mask': mask,
         # The image's row in the split identifies it (user ids may be strings).
         'image_id': image_index.astype(np.int32),
     }
+    if self.bad_records is not None:
+      batch[EPOCH_KEY] = int(epochs.max())
+      batch[BAD_RECORDS_KEY] = self.bad_records
+    return batch
+
+
+class StreamBatches:
+  """Assembles a batch of streamed samples (`wds.ShardStream` elements): decodes and
+  crops the images in `num_threads` threads, tokenises one caption per sample."""
+
+  def __init__(self, stream, tokenizer, data_config, seed=0):
+    self.stream = stream
+    self.tokenizer = tokenizer
+    self.data_config = data_config
+    self.cropper = Cropper(data_config, seed)
+    self.num_threads = max(int(data_config.num_threads), 1)
+    self._pool = None
+
+  def _image(self, sample):
+    epoch = sample['epoch']
+    try:
+      image = images_lib.open_image(sample['image'], self.cropper.min_size)
+    except images_lib.BadImage as e:
+      self.stream.bad_records.report('corrupt_image', sample['name'], str(e), epoch)
+      return None
+    return self.cropper(image, (self.stream.process_index, sample['count']))
+
+  def __call__(self, samples):
+    if self.num_threads > 1:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads)
+      crops = list(self._pool.map(self._image, samples))
+    else:
+      crops = [self._image(s) for s in samples]
+    source = fill_bad_slots([c is not None for c in crops])
+    samples = [samples[i] for i in source]
+    tokens, mask = self.tokenizer.encode([s['caption'] for s in samples])
+    return {
+        'image': normalize_images(np.stack([crops[i] for i in source]), self.data_config),
+        'text': tokens,
+        'text_mask': mask,
+        'image_id': np.asarray([s['id_hash'] for s in samples], np.int32),
+        EPOCH_KEY: max(s['epoch'] for s in samples),
+        BAD_RECORDS_KEY: self.stream.bad_records,
+    }
 
 
 def train_dataset(records, tokenizer, data_config, *, seed, global_batch,
                   process_index=0, process_count=1):
-  """An endless grain MapDataset whose element s is this process's part of global batch s."""
+  """An endless grain dataset whose element s is this process's part of global batch s.
+
+  A MapDataset for map-style sources (random access by step), an IterDataset
+  for a streamed source (`records` is then a `wds.StreamRecords`).
+  """
   if global_batch % process_count:
     raise ValueError(f'global batch {global_batch} does not split over {process_count} processes')
-  assemble = PairBatches(records, tokenizer, data_config)
   local_batch = global_batch // process_count
+  if hasattr(records, 'stream'):
+    stream = records.stream(seed=seed, process_index=process_index, process_count=process_count)
+    return stream.batch(local_batch, drop_remainder=True, batch_fn=list).map(
+        StreamBatches(stream, tokenizer, data_config, seed))
+  assemble = PairBatches(records, tokenizer, data_config, seed)
   dataset = (grain.MapDataset.range(len(assemble))
              .shuffle(seed=seed)
              .repeat(None)
-             .batch(local_batch, drop_remainder=True, batch_fn=np.stack))
+             .map_with_index(lambda position, pair: (position, pair))
+             .batch(local_batch, drop_remainder=True, batch_fn=np.asarray))
   return dataset[process_index::process_count].map(assemble)
+
+
+class EpochSummaries(grain.transforms.Map):
+  """Runs in order after prefetching: drops the private keys and logs the bad-record
+  summary of each epoch once the first batch of a later epoch arrives."""
+
+  def __init__(self):
+    self.last_epoch = None
+
+  def map(self, element):
+    epoch = element.pop(EPOCH_KEY, None)
+    bad_records = element.pop(BAD_RECORDS_KEY, None)
+    if epoch is None:
+      return element
+    if self.last_epoch is not None:
+      for finished in range(self.last_epoch, epoch):
+        bad_records.end_of_epoch(finished)
+    self.last_epoch = epoch if self.last_epoch is None else max(epoch, self.last_epoch)
+    return element
 
 
 def train_iterator(dataset, data_config):
   """A checkpointable iterator with background prefetching threads."""
-  options = grain.ReadOptions(num_threads=data_config.num_threads,
-                              prefetch_buffer_size=data_config.prefetch)
-  return iter(dataset.to_iter_dataset(options))
+  if isinstance(dataset, grain.MapDataset):
+    options = grain.ReadOptions(num_threads=data_config.num_threads,
+                                prefetch_buffer_size=data_config.prefetch)
+    dataset = dataset.to_iter_dataset(options)
+  else:
+    dataset = grain.experimental.ThreadPrefetchIterDataset(
+        dataset, prefetch_buffer_size=data_config.prefetch)
+  iterator = iter(dataset.map(EpochSummaries()))
+  # Close the prefetch threads before interpreter shutdown tears down their modules.
+  atexit.register(_close, weakref.ref(iterator))
+  return iterator
+
+
+def _close(iterator_ref):
+  iterator = iterator_ref()
+  if iterator is not None:
+    iterator.close()
 
 
 def example_batch(data_config, text_len):
@@ -73,3 +239,4 @@ def example_batch(data_config, text_len):
       'text_mask': np.ones((1, text_len), np.int32),
       'image_id': np.zeros((1,), np.int32),
   }
+

@@ -1,6 +1,7 @@
 """The in-memory form every data source produces for one split."""
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -13,10 +14,13 @@ class Records:
     images: (N, H, W, 3) uint8.
     image_ids: (N,) unique ids (ints or strings); Recall@K is computed on these.
     captions: N lists of captions, one list per image.
+    bad_records: the split's `bad_records.BadRecords` (what was dropped while
+      loading, and what decoding finds later), or None for generated data.
   """
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
+  bad_records: Any = None
 
   def __post_init__(self):
     n = len(self.images)

@@ -1,12 +1,38 @@
-"""Data sources by name (`config.data.source`); each returns a split's `Records`."""
+"""Data sources by name (`config.data.source`); each returns a split's `Records`.
 
-from jaxret import errors
+builtin: the generated dataset (the default). tfds: `tfds.data_source` over
+ArrayRecord files, without TensorFlow. karpathy: a Karpathy-split JSON and an
+image folder. wds: webdataset tar shards (training streams them; evaluation
+splits are read whole). Or an import path 'package.module:load_split' of a
+function (data_config, split) -> Records. Keys: `jaxret/data/options.py`.
+"""
 
-SOURCES = ('builtin',)
+from jaxret import registry
+from jaxret.data import options as options_lib
+
+SOURCES = options_lib.SOURCES
 
 
 def load_split(data_config, split):
-  if data_config.source == 'builtin':
-    from jaxret.data.builtin import dataset  # pylint: disable=import-outside-toplevel
+  """The `records.Records` of `split` ('train', 'val', 'test' or any `data.splits` key).
+
+  For a wds training split: a `wds.StreamRecords`, which the pipeline streams.
+  """
+  options = options_lib.resolve(data_config)
+  # pylint: disable=import-outside-toplevel  # Each source imports only what it needs.
+  if ':' in options.source:  # A user's own source: load_split(data_config, split) -> Records.
+    return registry.resolve(options.source, {}, 'data.source')(data_config, split)
+  if options.source == 'builtin':
+    from jaxret.data.builtin import dataset
     return dataset.load_split(data_config, split)
-  raise errors.UserError(f'unknown data.source {data_config.source!r}; known: {", ".join(SOURCES)}')
+  args = (options, split, data_config.image_size, data_config.num_threads)
+  if options.source == 'karpathy':
+    from jaxret.data import karpathy
+    return karpathy.load_split(*args)
+  if options.source == 'tfds':
+    from jaxret.data import tfds_source
+    return tfds_source.load_split(*args)
+  from jaxret.data import wds
+  if split == 'train':
+    return wds.StreamRecords(options, split)
+  return wds.load_split(*args)

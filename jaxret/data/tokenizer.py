@@ -89,7 +89,10 @@ def build_word_level(texts, max_len, min_count=1):
 
 
 def load_hf_directory(path, max_len):
-  """A tokenizer from a local Hugging Face directory (no network)."""
+  """A tokenizer from a local Hugging Face directory (no network), or a short name
+  of one that a package ships (`minilm`)."""
+  from jaxret.models.load import local_models  # pylint: disable=import-outside-toplevel
+  path = local_models.resolve(path)
   tokenizer_json = os.path.join(path, FILENAME)
   if os.path.exists(tokenizer_json):
     return Tokenizer(tokenizers.Tokenizer.from_file(tokenizer_json), max_len)

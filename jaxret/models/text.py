@@ -31,6 +31,10 @@ class TextTransformer(nn.Module):
   activation: str = 'gelu'
   layer_norm_eps: float = 1e-6
   depth: int | None = None
+  # Sizes that override the variant's (to match a pretrained checkpoint).
+  width: int | None = None
+  num_heads: int | None = None
+  mlp_dim: int | None = None
   remat_policy: str = 'none'
   scan: bool = False
   dtype: Any = 'float32'
@@ -40,7 +44,8 @@ class TextTransformer(nn.Module):
     del train
     if self.pool not in POOLS:
       raise ValueError(f'unknown text pool {self.pool!r}; known: {POOLS}')
-    size = variants.decode(self.variant, depth=self.depth)
+    size = variants.decode(self.variant, depth=self.depth, width=self.width,
+                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
     dtype = layers.as_dtype(self.dtype)
     width = size['width']
     length = tokens.shape[1]

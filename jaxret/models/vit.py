@@ -36,6 +36,15 @@ class ViT(nn.Module):
   posemb: str = 'learn'
   gem_p: float = 3.0
   depth: int | None = None
+  # Sizes that override the variant's (to match a pretrained checkpoint).
+  width: int | None = None
+  num_heads: int | None = None
+  mlp_dim: int | None = None
+  activation: str = 'gelu'
+  layer_norm_eps: float = 1e-6
+  patch_bias: bool = True  # CLIP's patch embedding has no bias.
+  cls_posemb: bool = False  # The position embedding covers the CLS token too (CLIP).
+  pre_norm: bool = False  # A LayerNorm after the embeddings (CLIP's ln_pre).
   remat_policy: str = 'none'
   scan: bool = False
   dtype: Any = 'float32'
@@ -45,29 +54,41 @@ class ViT(nn.Module):
     del train  # No dropout: results must not depend on the device count.
     if self.pool not in POOLS:
       raise ValueError(f'unknown image pool {self.pool!r}; known: {POOLS}')
-    size = variants.decode(self.variant, depth=self.depth)
+    size = variants.decode(self.variant, depth=self.depth, width=self.width,
+                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
     if 'patch_size' not in size:
       raise ValueError(f'ViT variant needs a patch size, e.g. "{self.variant}/16"')
     dtype = layers.as_dtype(self.dtype)
     patch, width = size['patch_size'], size['width']
     x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding='VALID',
-                dtype=dtype, name='embedding')(images.astype(dtype))
+                use_bias=self.patch_bias, dtype=dtype, name='embedding')(images.astype(dtype))
     batch, h, w, _ = x.shape
     x = x.reshape(batch, h * w, width)
-    if self.posemb == 'learn':
-      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / np.sqrt(width)),
-                         (1, h * w, width)).astype(x.dtype)
-    elif self.posemb == 'sincos2d':
-      x = x + posemb_sincos_2d(h, w, width).astype(x.dtype)
-    else:
+    if self.cls_posemb and self.pool != 'cls':
+      raise ValueError('cls_posemb needs pool="cls"')
+    if self.posemb not in ('learn', 'sincos2d'):
       raise ValueError(f'unknown posemb {self.posemb!r}; known: learn, sincos2d')
+    num_tokens = h * w + int(self.cls_posemb)
+    if self.posemb == 'sincos2d':
+      if self.cls_posemb:
+        raise ValueError('cls_posemb needs posemb="learn"')
+      x = x + posemb_sincos_2d(h, w, width).astype(x.dtype)
+    elif not self.cls_posemb:
+      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / np.sqrt(width)),
+                         (1, num_tokens, width)).astype(x.dtype)
     if self.pool == 'cls':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, width))
       x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+    if self.cls_posemb:
+      x = x + self.param('pos_embedding', nn.initializers.normal(stddev=1 / np.sqrt(width)),
+                         (1, num_tokens, width)).astype(x.dtype)
+    if self.pre_norm:
+      x = nn.LayerNorm(epsilon=self.layer_norm_eps, name='pre_norm')(x)
     x, blocks = layers.Encoder(
-        size['depth'], size['num_heads'], size['mlp_dim'], remat_policy=self.remat_policy,
-        scan=self.scan, dtype=dtype, name='encoder')(x)
-    encoded = nn.LayerNorm(name='encoder_norm')(x)
+        size['depth'], size['num_heads'], size['mlp_dim'], activation=self.activation,
+        layer_norm_eps=self.layer_norm_eps, remat_policy=self.remat_policy, scan=self.scan,
+        dtype=dtype, name='encoder')(x)
+    encoded = nn.LayerNorm(epsilon=self.layer_norm_eps, name='encoder_norm')(x)
     patch_tokens = encoded[:, 1:] if self.pool == 'cls' else encoded
     if self.pool == 'cls':
       pooled = encoded[:, 0]

@@ -1,4 +1,11 @@
-"""The optimizer from `config.optimizer`: optax AdamW/SGD with warmup + cosine schedule."""
+"""The optimizer from `config.optimizer`: optax AdamW/SGD with warmup + cosine schedule.
+
+`optimizer.frozen` (regexes over '/'-joined parameter paths, e.g.
+'text_encoder/.*') locks those parameters (LiT): their updates are zero, and
+they count neither in gradient clipping nor in weight decay.
+"""
+
+import re
 
 import jax
 import optax
@@ -24,6 +31,17 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def path_name(path):
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
+def frozen_labels(params, patterns):
+  """'frozen' for parameters whose path matches a pattern, else 'trained'."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: 'frozen' if any(re.fullmatch(p, path_name(path)) for p in patterns)
+      else 'trained', params)
+
+
 def build(config):
   opt = config.optimizer
   lr = schedule(config)
@@ -35,5 +53,9 @@ def build(config):
   else:
     raise errors.UserError(f'unknown optimizer.name {opt.name!r}; known: adamw, sgd')
   if opt.grad_clip > 0:
-    return optax.chain(optax.clip_by_global_norm(opt.grad_clip), base), lr
+    base = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base)
+  frozen = tuple(opt.frozen) if 'frozen' in opt else ()
+  if frozen:
+    base = optax.multi_transform({'trained': base, 'frozen': optax.set_to_zero()},
+                                 lambda params: frozen_labels(params, frozen))
   return base, lr

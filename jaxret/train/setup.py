@@ -10,6 +10,7 @@ from jaxret import objectives
 from jaxret import registry
 from jaxret.data import pipeline
 from jaxret.models import variants
+from jaxret.models.load import pretrained
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
 from jaxret.train import checkpoint
@@ -70,8 +71,13 @@ class Trainable:
 
   def init_state(self):
     """A fresh state, created directly with its shardings (never whole on one device)."""
-    return jax.jit(self._init, out_shardings=self.state_shardings)(
+    state = jax.jit(self._init, out_shardings=self.state_shardings)(
         jax.random.PRNGKey(self.config.seed))
+    # Pretrained weights (config.init), loaded into the fresh parameters.
+    if pretrained.requested(self.config):
+      state = pretrained.apply_to_state(state, self.config, self.state_shardings,
+                                        self.optimizer, self.objective)
+    return state
 
   def restore_target(self):
     return checkpoint.abstract_with_shardings(self.abstract_state, self.state_shardings)

@@ -1,0 +1,90 @@
+"""The data-source and preprocessing keys of `config.data`, with their defaults.
+
+Every config lists these keys (see configs/demo.py and configs/real_data.py),
+so `--config.data.source=karpathy --config.data.path=...` works on any of them
+and a misspelt override fails. `resolve` fills in the defaults only for a
+config written before these keys existed, so such a config keeps its old
+behaviour (built-in data, no augmentation).
+"""
+
+import ml_collections
+
+from jaxret import errors
+
+SOURCES = ('builtin', 'tfds', 'karpathy', 'wds')
+TRAIN_CROPS = ('none', 'random_resized')
+ON_BAD_RECORD = ('skip', 'error')
+
+
+def defaults():
+  """The keys and their defaults (the built-in data's behaviour)."""
+  return ml_collections.ConfigDict({
+      # builtin | tfds | karpathy | wds.
+      'source': 'builtin',
+      # tfds: the data_dir (default: TFDS's own); karpathy: the dataset_*.json file; wds: a shard
+      # pattern with '{split}' and braces, e.g. /data/cc/{split}-{0000..0099}.tar.
+      'path': '',
+      # tfds: the dataset name, e.g. 'coco_captions/2014'.
+      'name': '',
+      # karpathy: the folder that `filepath/filename` are relative to
+      # (default: the JSON file's folder).
+      'image_root': '',
+      # jaxret split -> the source's split; '+' joins, '[a:b]' slices images.
+      'splits': {'train': 'train+restval', 'val': 'val', 'test': 'test'},
+      # Where image, captions and image id are: tfds feature keys ('/' descends
+      # into nested features), or wds file extensions (';' separates
+      # alternatives; '__key__' is the sample key). '': the source's default
+      # (SOURCE_KEYS below).
+      'image_key': '',
+      'caption_key': '',
+      'id_key': '',
+      # Training crop: 'none' (resize the shorter side and centre crop, as in
+      # evaluation) or 'random_resized' (scale and aspect ratio ranges below).
+      'train_crop': 'none',
+      'crop_scale': (0.5, 1.0),
+      'crop_ratio': (3 / 4, 4 / 3),
+      # A missing or corrupt image, an empty caption, an entry without
+      # captions, a truncated shard: 'skip' (count, log and go on) or 'error'.
+      'on_bad_record': 'skip',
+      # wds training: samples shuffled together (one chunk held in memory).
+      'shuffle_buffer': 1000,
+  })
+
+
+SOURCE_KEYS = {
+    'tfds': {'image_key': 'image', 'caption_key': 'captions/text', 'id_key': 'image/id'},
+    'wds': {'image_key': 'jpg;jpeg;png;webp', 'caption_key': 'txt', 'id_key': '__key__'},
+}
+
+
+def resolve(data_config):
+  """`data_config` with any of the keys above that it lacks set to their default."""
+  resolved = defaults()
+  for key, value in data_config.items():
+    if key in resolved:
+      resolved[key] = value
+  for key, value in SOURCE_KEYS.get(resolved.source, {}).items():
+    if not resolved[key]:
+      resolved[key] = value
+  check(resolved)
+  return resolved
+
+
+def check(options):
+  if options.source not in SOURCES and ':' not in options.source:
+    raise errors.UserError(f'unknown data.source {options.source!r}; known: {", ".join(SOURCES)}'
+                           ', or an import path "package.module:load_split"')
+  if options.train_crop not in TRAIN_CROPS:
+    raise errors.UserError(f'unknown data.train_crop {options.train_crop!r}; '
+                           f'known: {", ".join(TRAIN_CROPS)}')
+  if options.on_bad_record not in ON_BAD_RECORD:
+    raise errors.UserError(f'unknown data.on_bad_record {options.on_bad_record!r}; '
+                           f'known: {", ".join(ON_BAD_RECORD)}')
+  low, high = options.crop_scale
+  if not 0 < low <= high <= 1:
+    raise errors.UserError(f'data.crop_scale must satisfy 0 < low <= high <= 1, got {low, high}')
+  if options.source in ('karpathy', 'wds') and not options.path:
+    raise errors.UserError(f'data.source={options.source!r} needs --config.data.path=...')
+  if options.source == 'tfds' and not options.name:
+    raise errors.UserError('data.source=tfds needs --config.data.name=DATASET '
+                           '(e.g. coco_captions/2014)')

@@ -1,0 +1,1 @@
+"""Pretrained weights from local Hugging Face directories (safetensors, read with NumPy)."""
