@@ -66,6 +66,11 @@ def get_config(arg=None):
   config.model.remat_policy = 'none'  # none | full | dots | dots_saveable
   config.model.scan_layers = False
 
+  # Pretrained towers (jaxret/models/load): a BERT-family Hugging Face directory
+  # (or 'minilm') for the text tower, a Hugging Face CLIP directory for both,
+  # and regexes of parameters allowed to differ in shape (re-initialised).
+  config.init = ml_collections.ConfigDict({'text': '', 'clip': '', 'reinit': ()})
+
   config.loss = ml_collections.ConfigDict({'name': 'clip'})
 
   config.optimizer = ml_collections.ConfigDict()
@@ -78,6 +83,8 @@ def get_config(arg=None):
   config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 1 if arg.runlocal else 50
   config.optimizer.end_lr_factor = 0.0
+  # Regexes of parameter paths that are not trained (LiT's locked tower).
+  config.optimizer.frozen = ()
 
   # (axis, size) pairs; -1: all remaining devices. The batch is split over
   # every axis but `model`.

@@ -28,8 +28,8 @@ the shorter side and centre-crops; images are normalised with CLIP's mean and st
 
 import ml_collections
 
+from configs import demo
 from jaxret.config import args as args_lib
-from jaxret.data import options as data_options
 from jaxret.models.load import checkpoint as checkpoint_lib
 from jaxret.models.load import hf
 from jaxret.models.load import local_models
@@ -42,16 +42,12 @@ def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, source='karpathy', path='', name='',
                            image_root='', text_init='', lock_text=False, clip='', steps=0,
                            batch=0, image_size=0, variant='B/16')
-  config = ml_collections.ConfigDict()
-  config.seed = 0
+  config = demo.get_config('runlocal' if arg.runlocal else None)
   config.batch_size = arg.batch or (8 if arg.runlocal else 256)
   config.total_steps = arg.steps or (4 if arg.runlocal else 20_000)
-  config.log_every = 2 if arg.runlocal else 50
   config.eval_every = 0 if arg.runlocal else 2000
   config.checkpoint_every = 2 if arg.runlocal else 1000
-  config.keep_checkpoints = 2
 
-  config.data = data_options.defaults()
   config.data.source = arg.source
   config.data.path = arg.path
   config.data.name = arg.name
@@ -61,27 +57,16 @@ def get_config(arg=None):
   config.data.image_mean = CLIP_MEAN
   config.data.image_std = CLIP_STD
   config.data.train_crop = 'random_resized'
-  config.data.num_threads = 2
-  config.data.prefetch = 2
-  # Only read by source=builtin.
-  config.data.seed = 0
+  # The built-in data's keys stay (only read by source=builtin), runlocal-sized.
   config.data.num_train, config.data.num_val, config.data.num_test = 1000, 64, 64
-  config.data.captions_per_image = 5
-  config.data.near_duplicates_per_group = 4
 
-  config.tokenizer = ml_collections.ConfigDict({'path': arg.clip or arg.text_init})
-
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'dual_encoder'
-  config.model.image = ml_collections.ConfigDict(
-      {'variant': 'mu/8' if arg.runlocal else arg.variant, 'pool': 'cls', 'posemb': 'learn'})
-  config.model.text = ml_collections.ConfigDict(
-      {'variant': 'mu' if arg.runlocal else 'B', 'pool': 'first', 'causal': False})
-  config.model.embed_dim = 32 if arg.runlocal else 256
-  config.model.dtype = 'float32'
-  config.model.remat_policy = 'none'
-
-  config.init = ml_collections.ConfigDict({'text': '', 'clip': '', 'reinit': ()})
+  config.tokenizer.path = arg.clip or arg.text_init
+  if not arg.runlocal:
+    config.model.image = ml_collections.ConfigDict(
+        {'variant': arg.variant, 'pool': 'cls', 'posemb': 'learn'})
+    config.model.text = ml_collections.ConfigDict(
+        {'variant': 'B', 'pool': 'first', 'causal': False})
+    config.model.embed_dim = 256
   if arg.clip:
     directory = local_models.resolve(arg.clip)
     image, text, embed_dim, image_size, _ = hf.clip_model_config(
@@ -101,40 +86,10 @@ def get_config(arg=None):
     config.init.text = directory
   config.tokenizer.path = config.init.text or config.init.clip
 
-  config.loss = ml_collections.ConfigDict({'name': 'clip'})
-
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adamw'
   config.optimizer.lr = 1e-3 if arg.runlocal else 5e-4
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.98
-  config.optimizer.weight_decay = 0.1
-  config.optimizer.grad_clip = 1.0
-  config.optimizer.schedule = 'warmup_cosine'
   config.optimizer.warmup_steps = 1 if arg.runlocal else 1000
-  config.optimizer.end_lr_factor = 0.0
-  # Regexes of parameter paths that are not trained (LiT's locked tower).
   config.optimizer.frozen = ('text_encoder/.*',) if arg.lock_text else ()
 
-  config.sharding = ml_collections.ConfigDict({'rules': ()})
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.split = 'test'
-  config.eval.periodic_split = 'val'
   config.eval.batch_size = 8 if arg.runlocal else 256
-
-  config.export = ml_collections.ConfigDict({'split': 'test'})
-
-  config.index = ml_collections.ConfigDict()
-  config.index.method = 'auto'
-  config.index.brute_force_below = 10_000
-  config.index.num_leaves = 0
-  config.index.num_leaves_to_search = 0
-  config.index.reorder = 0
-  config.index.dims_per_block = 2
-  config.index.anisotropic_threshold = 0.2
-
-  config.query = ml_collections.ConfigDict()
   config.query.text = 'a dog running on the beach'
-  config.query.k = 5
   return config
