@@ -4,7 +4,8 @@
       [--config.KEY=VALUE ...]
 
 Modes: train (resumes from DIR's latest checkpoint), eval, export, index,
-query (--query="a red circle" [--k=5]), and demo (all of them in order).
+query (--query="a red circle" [--k=5]), demo (all of them in order), and serve
+(an HTTP server and web page: --host=127.0.0.1 --port=8000).
 Without --config, every mode except train uses DIR/config.json.
 """
 
@@ -17,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxret import errors
 
-MODES = ('train', 'eval', 'export', 'index', 'query', 'demo')
+MODES = ('train', 'eval', 'export', 'index', 'query', 'demo', 'serve')
 
 _MODE = flags.DEFINE_enum('mode', 'demo', MODES, 'What to run.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -25,6 +26,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step for eval/export (default: latest).')
 _QUERY = flags.DEFINE_string('query', None, 'Text for --mode=query (default: config.query.text).')
 _K = flags.DEFINE_integer('k', None, 'Number of results for --mode=query (default: config.query.k).')
+# --mode=serve.
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address --mode=serve listens on.')
+_PORT = flags.DEFINE_integer('port', 8000, 'Port --mode=serve listens on (0: a free one).')
 
 
 def _one_line(error):
@@ -55,7 +59,7 @@ def _config(mode, workdir):
   return workdir_config.load(workdir)
 
 
-def run(mode, config, workdir, step=None, query_text=None, k=None):
+def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0.1', port=8000):
   """Runs one mode (or all of them, for demo). Importable for tests and scripts."""
   # Imported here so that flag errors are reported before JAX starts.
   # pylint: disable=import-outside-toplevel
@@ -84,6 +88,9 @@ def run(mode, config, workdir, step=None, query_text=None, k=None):
           f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
+  if mode == 'serve':
+    from jaxret.serve import server
+    server.serve(config, workdir, host, port)
 
 
 def main(argv):
@@ -93,7 +100,8 @@ def main(argv):
     sys.exit('error: --workdir is required, e.g. --workdir=/tmp/jaxret-demo')
   try:
     config = _config(_MODE.value, _WORKDIR.value)
-    run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value)
+    run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value,
+        host=_HOST.value, port=_PORT.value)
   except errors.UserError as e:
     sys.exit(f'error: {e}')
 
