@@ -169,3 +169,17 @@ def test_model_check_uses_the_probe(tmp_path):
     store.check_model(index, lambda t: gallery[2:4])
   with pytest.raises(errors.UserError, match='shape'):
     store.check_model(index, lambda t: gallery[:2, :16])
+
+
+def test_large_k_on_a_tree_returns_k_real_hits(tmp_path):
+  """Asking for more neighbours than the searched leaves hold still returns k exact hits."""
+  gallery, queries = _gallery(n=1000)
+  config = _config('tree_ah')
+  config.num_leaves, config.num_leaves_to_search, config.reorder = 10, 1, 20
+  store.build(gallery, np.arange(1000), step=1, index_config=config,
+              out_dir=str(tmp_path / 'index'))
+  found, scores = store.load(str(tmp_path / 'index')).search(queries[:5], 600)
+  assert np.isfinite(scores).all()
+  for q in range(5):
+    assert len(set(found[q].tolist())) == 600
+    np.testing.assert_allclose(scores[q], gallery[found[q]] @ queries[q], atol=1e-4)

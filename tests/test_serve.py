@@ -430,3 +430,88 @@ def test_serve_refuses_a_damaged_index(served, tmp_path):
   assert result.returncode != 0
   assert 'error: index in' in result.stderr and 'damaged' in result.stderr, result.stderr
   assert 'Traceback' not in result.stderr
+
+
+class _RowQueries:
+  """A stand-in text encoder: the text `q<N>` is the vector `vectors[N]`."""
+
+  def __init__(self, vectors):
+    self.vectors = vectors
+
+  def prepare(self, texts):
+    for text in texts:
+      encoder.check_text(text)
+    return np.asarray([int(text[1:]) for text in texts])[:, None]
+
+  def embed(self, prepared):
+    return self.vectors[prepared[:, 0]]
+
+
+class _ReverseReranker:
+  """Scores candidates in reverse order of the fast ranking (so the order visibly changes)."""
+  name = 'reverse'
+  num_candidates = 6
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, query, candidate_ids, fast_scores):
+    self.calls.append((query, list(candidate_ids), np.asarray(fast_scores)))
+    return -np.asarray(fast_scores) * 2
+
+
+def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  import ml_collections
+  from jaxret.index import store
+  from jaxret.serve import server as server_lib
+  from jaxret.serve import service as service_lib
+  rng = np.random.default_rng(0)
+  vectors = rng.normal(size=(50, 8)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  config = ml_collections.ConfigDict(dict(
+      method='auto', brute_force_below=10_000, num_leaves=0, num_leaves_to_search=0,
+      reorder=0, dims_per_block=2, anisotropic_threshold=0.2))
+  store.build(vectors, np.array([f'im{i}' for i in range(50)]), step=1, index_config=config,
+              out_dir=str(tmp_path / 'index'))
+  index = store.load(str(tmp_path / 'index'))
+  reranker = _ReverseReranker()
+  service = service_lib.SearchService(index, _RowQueries(vectors), model_step=1,
+                                      reranker=reranker)
+  server = server_lib.make_server(service, '127.0.0.1', 0)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    client = Client(*server.server_address[:2])
+    fast = client.get('/search', q='q3', k=3)[1]
+    assert fast['ids'][0] == 'im3' and 'slow_scores' not in fast
+    status, slow = client.get('/search', q='q3', k=3, rerank=1)
+    assert status == 200, slow
+    query, candidates, fast_scores = reranker.calls[-1]
+    assert query == 'q3' and len(candidates) == 6 and candidates[0] == 'im3'
+    # The slow order is the reverse of the fast one; the top 3 of the 6 candidates are kept.
+    assert slow['ids'] == candidates[::-1][:3]
+    np.testing.assert_allclose(slow['slow_scores'], -2 * fast_scores[::-1][:3], rtol=1e-6)
+    np.testing.assert_allclose(slow['fast_scores'], fast_scores[::-1][:3], rtol=1e-6)
+    assert 'rerank_ms' in slow['timings_ms']
+    assert client.get('/healthz')[1]['reranker'] == 'reverse'
+    batch = client.json('POST', '/search', {'queries': ['q1', 'q2'], 'k': 2, 'rerank': True})[1]
+    assert all(len(r['slow_scores']) == 2 for r in batch['results'])
+  finally:
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
+  out = tmp_path / 'serving.json'
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/serving.py', '--only=synthetic', '--num=3000', '--dim=16',
+       '--clusters=20', '--queries=64', '--batch=32', '--seconds=0.05', '--requests=16',
+       '--clients=2', '--skip-faiss', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  section = json.loads(out.read_text())['synthetic']
+  assert section['recall_at_10']['jaxret_index'] >= 0.95
+  assert section['http_search']['one_client']['p50_ms'] > 0
+  assert section['index']['build_params']['method'] == 'brute_force'

@@ -63,19 +63,27 @@ def load(directory):
   return scann_ops_pybind.load_searcher(directory)
 
 
-def search(searcher, queries, k, reorder=0):
-  """(Q, D) queries -> row indices (Q, k) and scores (Q, k), best first.
+def search(searcher, queries, k, reorder=0, num_leaves=0):
+  """(Q, D) queries -> row indices (Q, k) (uint32) and scores (Q, k), best first.
 
   `reorder` is the build's exact re-order count (0 for brute force); at least
-  `k` candidates are re-ordered, so a large `k` still gets exact scores.
+  `k` candidates are re-ordered, so a large `k` still gets exact scores. A tree
+  searcher whose searched leaves hold fewer than `k` items pads its answer with
+  NaN scores; those queries are searched again over all `num_leaves` leaves.
   """
   queries = np.ascontiguousarray(queries, np.float32)
   if queries.ndim != 2:
     raise ValueError(f'queries must be (Q, D), not {queries.shape}')
-  rows, scores = searcher.search_batched(
-      queries, final_num_neighbors=k,
-      pre_reorder_num_neighbors=max(reorder, k) if reorder else None)
-  return np.asarray(rows, np.int64), np.asarray(scores, np.float32)
+  pre_reorder = max(reorder, k) if reorder else None
+  rows, scores = searcher.search_batched(queries, final_num_neighbors=k,
+                                         pre_reorder_num_neighbors=pre_reorder)
+  short = np.isnan(scores).any(axis=1)
+  if num_leaves and short.any():
+    rows, scores = rows.copy(), scores.copy()
+    rows[short], scores[short] = searcher.search_batched(
+        queries[short], final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder,
+        leaves_to_search=num_leaves)
+  return rows, scores
 
 
 def upsert(searcher, rows, vectors):

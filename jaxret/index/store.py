@@ -147,6 +147,8 @@ class Index:
     self.directory = index_dir
     self.probe = probe
     self._row_of = {image_id: row for row, image_id in enumerate(ids.tolist())}
+    self._reorder = manifest['build_params'].get('reorder', 0)
+    self._num_leaves = manifest['build_params'].get('num_leaves', 0)
     self._lock = threading.Lock()
 
   def __len__(self):
@@ -171,9 +173,9 @@ class Index:
 
   def search(self, queries, k):
     """(Q, D) queries -> user ids (Q, k) and scores (Q, k), best first."""
-    reorder = self.manifest['build_params'].get('reorder', 0)
     with self._lock:
-      rows, scores = scann_index.search(self.searcher, queries, k, reorder)
+      rows, scores = scann_index.search(self.searcher, queries, k, self._reorder,
+                                        self._num_leaves)
       return self.ids[rows], scores
 
   def check_ids(self, ids):

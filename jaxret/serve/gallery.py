@@ -11,6 +11,7 @@ import io
 import os
 import threading
 
+from absl import logging
 import numpy as np
 from PIL import Image
 
@@ -39,9 +40,11 @@ class Gallery:
           self._records = self._load_records()
           self._row_of = {image_id: row
                           for row, image_id in enumerate(self._records.image_ids.tolist())}
-        except Exception:  # pylint: disable=broad-except
+        except Exception as e:  # pylint: disable=broad-except
           # No images from the data source (e.g. an index of outside embeddings):
           # thumbnails are missing, search still works.
+          logging.warning('no gallery images from the data source (%s); thumbnails will be '
+                          'missing', e)
           self._row_of = {}
 
   def _encode_row(self, row):
