@@ -119,28 +119,27 @@ def side_by_side(contenders, queries, batch, seconds, rounds=3):
 
 
 def paired(fn_a, fn_b, queries, step, seconds):
-  """Time of `fn_a` over time of `fn_b`, called alternately on the same queries (the order
-  flipping each time), so that a change in the machine's load hits both alike.
+  """`fn_a`'s time over `fn_b`'s, called alternately on the same queries (the order flipping
+  each time) and summarised by medians, so that bursts of load from other processes on the
+  machine hit both alike and drop out.
 
-  Returns (ratio, microseconds per call of a, of b).
+  Returns (median of per-pair time ratios, median microseconds per call of a, of b).
   """
   fn_a(queries[:step])
   fn_b(queries[:step])
-  time_a = time_b = 0.0
-  calls, start = 0, time.perf_counter()
+  times_a, times_b = [], []
+  start = time.perf_counter()
   while time.perf_counter() - start < seconds:
-    first = (calls * step) % (len(queries) - step + 1)
+    first = (len(times_a) * step) % (len(queries) - step + 1)
     batch = queries[first:first + step]
-    order = ((fn_a, 'a'), (fn_b, 'b')) if calls % 2 else ((fn_b, 'b'), (fn_a, 'a'))
-    for fn, name in order:
+    order = ((fn_a, times_a), (fn_b, times_b))
+    for fn, times in (order if len(times_a) % 2 else order[::-1]):
       t = time.perf_counter()
       fn(batch)
-      if name == 'a':
-        time_a += time.perf_counter() - t
-      else:
-        time_b += time.perf_counter() - t
-    calls += 1
-  return time_a / time_b, 1e6 * time_a / calls, 1e6 * time_b / calls
+      times.append(time.perf_counter() - t)
+  times_a, times_b = np.asarray(times_a), np.asarray(times_b)
+  return (float(np.median(times_a / times_b)), 1e6 * float(np.median(times_a)),
+          1e6 * float(np.median(times_b)))
 
 
 def _dir_bytes(path):

@@ -430,6 +430,13 @@ def test_serve_refuses_a_damaged_index(served, tmp_path):
   assert result.returncode != 0
   assert 'error: index in' in result.stderr and 'damaged' in result.stderr, result.stderr
   assert 'Traceback' not in result.stderr
+  # An intact index whose checkpoint step has been rotated away.
+  shutil.copy(workdir / 'index' / 'ids.npy', copy / 'index' / 'ids.npy')
+  shutil.rmtree(copy / 'checkpoints' / '4')
+  result = run_main('--mode=serve', f'--workdir={copy}', '--port=0', check=False)
+  assert result.returncode != 0
+  assert 'checkpoint step 4' in result.stderr and '--mode=export' in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
 
 
 class _RowQueries:

@@ -77,12 +77,13 @@ def search(searcher, queries, k, reorder=0, num_leaves=0):
   pre_reorder = max(reorder, k) if reorder else None
   rows, scores = searcher.search_batched(queries, final_num_neighbors=k,
                                          pre_reorder_num_neighbors=pre_reorder)
-  short = np.isnan(scores).any(axis=1)
-  if num_leaves and short.any():
-    rows, scores = rows.copy(), scores.copy()
-    rows[short], scores[short] = searcher.search_batched(
-        queries[short], final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder,
-        leaves_to_search=num_leaves)
+  if not num_leaves or not np.isnan(scores[:, -1]).any():  # Padding sits at the end.
+    return rows, scores
+  short = np.isnan(scores[:, -1])
+  rows, scores = rows.copy(), scores.copy()
+  rows[short], scores[short] = searcher.search_batched(
+      queries[short], final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder,
+      leaves_to_search=num_leaves)
   return rows, scores
 
 

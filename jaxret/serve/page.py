@@ -23,7 +23,7 @@ PAGE = """<!doctype html>
              gap: 1rem; }
   figure { margin: 0; text-align: center; }
   figure img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
-  figcaption { font-size: .85rem; word-break: break-all; }
+  figcaption { font-size: .85rem; overflow-wrap: anywhere; }
 </style>
 </head>
 <body>
