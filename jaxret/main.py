@@ -4,7 +4,8 @@
       [--config.KEY=VALUE ...]
 
 Modes: train (resumes from DIR's latest checkpoint), eval, export, index,
-query (--query="a red circle" [--k=5]), and demo (all of them in order).
+query (--query="a red circle" [--k=5]), demo (all of them in order), and serve
+(an HTTP server and web page: --host=127.0.0.1 --port=8000).
 Without --config, every mode except train uses DIR/config.json.
 """
 
@@ -17,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxret import errors
 
-MODES = ('train', 'eval', 'export', 'index', 'query', 'demo')
+MODES = ('train', 'eval', 'export', 'index', 'query', 'demo', 'serve')
 
 _MODE = flags.DEFINE_enum('mode', 'demo', MODES, 'What to run.')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -30,6 +31,9 @@ _COORDINATOR = flags.DEFINE_string(
     '(auto-detected on TPU pods and SLURM).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
+# --mode=serve.
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address --mode=serve listens on.')
+_PORT = flags.DEFINE_integer('port', 8000, 'Port --mode=serve listens on (0: a free one).')
 
 
 def _one_line(error):
@@ -64,7 +68,7 @@ def _config(mode, workdir):
   return workdir_config.load(workdir)
 
 
-def run(mode, config, workdir, step=None, query_text=None, k=None):
+def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0.1', port=8000):
   """Runs one mode (or all of them, for demo). Importable for tests and scripts."""
   # Imported here so that flag errors are reported before JAX starts.
   # pylint: disable=import-outside-toplevel
@@ -93,6 +97,9 @@ def run(mode, config, workdir, step=None, query_text=None, k=None):
           f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
+  if mode == 'serve':
+    from jaxret.serve import server
+    server.serve(config, workdir, host, port)
 
 
 def main(argv):
@@ -104,7 +111,8 @@ def main(argv):
     from jaxret.parallel import distributed  # pylint: disable=import-outside-toplevel
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _config(_MODE.value, _WORKDIR.value)
-    run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value)
+    run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value,
+        host=_HOST.value, port=_PORT.value)
   except (errors.UserError, errors.RunError) as e:
     sys.exit(f'error: {e}')
   except errors.Preempted as e:

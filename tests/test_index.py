@@ -79,3 +79,107 @@ def test_damaged_or_mismatched_index_is_refused(tmp_path):
   (out / 'manifest.json').write_text('{not json')
   with pytest.raises(errors.UserError, match='unreadable'):
     store.load(str(out))
+
+
+def _exact_ids(queries, vectors_by_id, k):
+  ids = list(vectors_by_id)
+  rows, _ = exact.top_k(queries, np.stack([vectors_by_id[i] for i in ids]), k)
+  return [[ids[r] for r in row] for row in rows]
+
+
+@pytest.mark.parametrize('method, id_kind', [('brute_force', 'str'), ('tree_ah', 'int')])
+def test_add_update_delete_without_rebuild(tmp_path, method, id_kind):
+  gallery, queries = _gallery(n=1500)
+  make_id = (lambda i: f'img-{i}') if id_kind == 'str' else (lambda i: 1000 + i)
+  ids = [make_id(i) for i in range(1000)]
+  store.build(gallery[:1000], np.asarray(ids), step=5, index_config=_config(method),
+              out_dir=str(tmp_path / 'index'))
+  index = store.load(str(tmp_path / 'index'))
+  vectors = {image_id: gallery[row] for row, image_id in enumerate(ids)}
+
+  # Add 500 new items, replace 3 and delete 200 (from the middle, the end and new ones).
+  new_ids = [make_id(i) for i in range(1000, 1500)]
+  assert index.upsert(new_ids, gallery[1000:]) == (500, 0)
+  vectors.update(zip(new_ids, gallery[1000:]))
+  replaced = ids[:3]
+  assert index.upsert(replaced, gallery[[1400, 1401, 1402]]) == (0, 3)
+  vectors.update(zip(replaced, gallery[[1400, 1401, 1402]]))
+  doomed = ids[100:250] + [ids[-1]] + new_ids[-49:]
+  assert index.delete(doomed) == 200
+  for image_id in doomed:
+    del vectors[image_id]
+  assert len(index) == len(vectors) == 1300
+
+  def check(loaded):
+    found, scores = loaded.search(queries, 10)
+    assert not set(found.ravel().tolist()) & set(doomed)
+    expected = _exact_ids(queries, vectors, 10)
+    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found.tolist(), expected)])
+    assert recall >= (1.0 if method == 'brute_force' else 0.95)
+    # Every returned id's score is the inner product with that id's current vector.
+    true_scores = np.array([[queries[q] @ vectors[i] for i in found[q].tolist()]
+                            for q in range(len(queries))])
+    np.testing.assert_allclose(scores, true_scores, atol=1e-4)
+
+  check(index)
+  manifest = index.save()
+  assert manifest['num_items'] == 1300
+  assert manifest['changes_since_build'] == {'added': 500, 'updated': 3, 'deleted': 200}
+  # Saved atomically with fresh checksums; the moved copy loads with the changes.
+  shutil.copytree(tmp_path / 'index', tmp_path / 'copy')
+  check(store.load(str(tmp_path / 'copy'), expected_step=5))
+  assert not [p for p in tmp_path.iterdir() if p.name not in ('index', 'copy')]
+
+
+def test_bad_changes_are_refused_and_change_nothing(tmp_path):
+  gallery, queries = _gallery(n=100)
+  store.build(gallery, np.arange(100), step=1, index_config=_config('auto'),
+              out_dir=str(tmp_path / 'index'))
+  index = store.load(str(tmp_path / 'index'))
+  before = index.search(queries, 5)
+  with pytest.raises(errors.UserError, match='unknown image ids: 100, 7777; nothing was deleted'):
+    index.delete([3, 100, 7777])
+  with pytest.raises(errors.UserError, match='int ids'):
+    index.delete(['3'])
+  with pytest.raises(errors.UserError, match='int ids'):
+    index.upsert(['x'], gallery[:1])
+  with pytest.raises(errors.UserError, match='twice'):
+    index.upsert([200, 200], gallery[:2])
+  with pytest.raises(errors.UserError, match='dimension 32'):
+    index.upsert([200], gallery[:1, :16])
+  with pytest.raises(errors.UserError, match='L2-normalised'):
+    index.upsert([200], 2 * gallery[:1])
+  with pytest.raises(errors.UserError, match='finite'):
+    index.upsert([200], np.full((1, 32), np.nan, np.float32))
+  with pytest.raises(errors.UserError, match='at least one'):
+    index.delete(list(range(100)))
+  assert len(index) == 100
+  after = index.search(queries, 5)
+  np.testing.assert_array_equal(before[0], after[0])
+
+
+def test_model_check_uses_the_probe(tmp_path):
+  gallery, _ = _gallery(n=50)
+  texts = np.array(['a red circle', 'a blue square'])
+  store.build(gallery, np.arange(50), step=2, index_config=_config('auto'),
+              out_dir=str(tmp_path / 'index'), probe=(texts, gallery[:2]))
+  index = store.load(str(tmp_path / 'index'))
+  store.check_model(index, lambda t: gallery[:2] + 1e-5)  # The same model.
+  with pytest.raises(errors.UserError, match='not the one that made this index'):
+    store.check_model(index, lambda t: gallery[2:4])
+  with pytest.raises(errors.UserError, match='shape'):
+    store.check_model(index, lambda t: gallery[:2, :16])
+
+
+def test_large_k_on_a_tree_returns_k_real_hits(tmp_path):
+  """Asking for more neighbours than the searched leaves hold still returns k exact hits."""
+  gallery, queries = _gallery(n=1000)
+  config = _config('tree_ah')
+  config.num_leaves, config.num_leaves_to_search, config.reorder = 10, 1, 20
+  store.build(gallery, np.arange(1000), step=1, index_config=config,
+              out_dir=str(tmp_path / 'index'))
+  found, scores = store.load(str(tmp_path / 'index')).search(queries[:5], 600)
+  assert np.isfinite(scores).all()
+  for q in range(5):
+    assert len(set(found[q].tolist())) == 600
+    np.testing.assert_allclose(scores[q], gallery[found[q]] @ queries[q], atol=1e-4)

@@ -63,8 +63,35 @@ def load(directory):
   return scann_ops_pybind.load_searcher(directory)
 
 
-def search(searcher, queries, k):
-  """(Q, D) queries -> row indices (Q, k) and scores (Q, k), best first."""
+def search(searcher, queries, k, reorder=0, num_leaves=0):
+  """(Q, D) queries -> row indices (Q, k) (uint32) and scores (Q, k), best first.
+
+  `reorder` is the build's exact re-order count (0 for brute force); at least
+  `k` candidates are re-ordered, so a large `k` still gets exact scores. A tree
+  searcher whose searched leaves hold fewer than `k` items pads its answer with
+  NaN scores; those queries are searched again over all `num_leaves` leaves.
+  """
   queries = np.ascontiguousarray(queries, np.float32)
-  rows, scores = searcher.search_batched(queries, final_num_neighbors=k)
-  return np.asarray(rows, np.int64), np.asarray(scores, np.float32)
+  if queries.ndim != 2:
+    raise ValueError(f'queries must be (Q, D), not {queries.shape}')
+  pre_reorder = max(reorder, k) if reorder else None
+  rows, scores = searcher.search_batched(queries, final_num_neighbors=k,
+                                         pre_reorder_num_neighbors=pre_reorder)
+  if not num_leaves or not np.isnan(scores[:, -1]).any():  # Padding sits at the end.
+    return rows, scores
+  short = np.isnan(scores[:, -1])
+  rows, scores = rows.copy(), scores.copy()
+  rows[short], scores[short] = searcher.search_batched(
+      queries[short], final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder,
+      leaves_to_search=num_leaves)
+  return rows, scores
+
+
+def upsert(searcher, rows, vectors):
+  """Replaces the vectors at `rows` (ints) and appends those whose row is None."""
+  searcher.searcher.upsert(list(rows), np.ascontiguousarray(vectors, np.float32), 1)
+
+
+def delete(searcher, row):
+  """Deletes one row; ScaNN moves the last row into its place."""
+  searcher.searcher.delete([int(row)])

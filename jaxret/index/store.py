@@ -1,14 +1,22 @@
 """The gallery index under `DIR/index/`: a ScaNN searcher, the gallery ids and a manifest.
 
 The manifest records the model step, embedding dimension, normalisation, item
-count, build parameters, build time and a SHA-256 of every file; loading checks
-all of them, so a damaged index or one from another model is refused.
+count, build parameters, build time, the split the gallery came from and a
+SHA-256 of every file; loading checks all of them, so a damaged index or one
+from another model is refused. `probe.npz` holds a few exported captions with
+their embeddings, so that a server can check that the model it restored is the
+one that made the index (same step number is not enough after a retrain).
+
+Items are added, updated and deleted by the user's image ids (ints or strings)
+without retraining the tree or the codebook (ScaNN's upsert/delete); `save`
+rewrites the folder atomically, so readers see the old index or the new one.
 """
 
 import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -18,7 +26,9 @@ from jaxret.index import scann_index
 
 MANIFEST = 'manifest.json'
 IDS = 'ids.npy'
+PROBE = 'probe.npz'
 SEARCHER = 'scann'
+UNIT_NORM_ATOL = 1e-3
 
 
 def directory(workdir):
@@ -44,35 +54,34 @@ def _checksums(root):
   return dict(sorted(sums.items()))
 
 
-def build(image_emb, image_ids, *, step, index_config, out_dir):
-  """Builds the index of `image_emb` and replaces `out_dir` atomically."""
-  image_emb = np.asarray(image_emb, np.float32)
-  if image_emb.ndim != 2 or not len(image_emb):
-    raise errors.UserError(f'cannot index embeddings of shape {image_emb.shape}')
-  params = scann_index.build_params(len(image_emb), image_emb.shape[1], index_config)
-  start = time.time()
-  searcher = scann_index.build(image_emb, params)
-  build_seconds = time.time() - start
-  staging = out_dir + f'.tmp-{os.getpid()}'
+def _normalisation(vectors):
+  norms = np.linalg.norm(vectors, axis=1)
+  return 'l2' if np.allclose(norms, 1, atol=UNIT_NORM_ATOL) else 'none'
+
+
+def _validated_ids(ids):
+  ids = np.asarray(ids)
+  if ids.ndim != 1 or ids.dtype.kind not in 'iuU':
+    raise errors.UserError(f'image ids must be a 1-D array of ints or strings, not {ids.dtype}')
+  if len(np.unique(ids)) != len(ids):
+    raise errors.UserError('image ids must be unique')
+  return ids.astype(np.int64) if ids.dtype.kind in 'iu' else ids
+
+
+def _write(out_dir, searcher, ids, manifest, probe):
+  """Writes a complete index to a staging folder, then swaps it in for `out_dir`."""
+  staging = out_dir + f'.tmp-{os.getpid()}-{threading.get_ident()}'
   shutil.rmtree(staging, ignore_errors=True)
   scann_index.save(searcher, os.path.join(staging, SEARCHER))
-  np.save(os.path.join(staging, IDS), np.asarray(image_ids), allow_pickle=False)
-  norms = np.linalg.norm(image_emb, axis=1)
-  manifest = {
-      'model_step': int(step),
-      'embedding_dim': int(image_emb.shape[1]),
-      'normalisation': 'l2' if np.allclose(norms, 1, atol=1e-3) else 'none',
-      'num_items': int(len(image_emb)),
-      'ids_file': IDS,
-      'build_params': params,
-      'build_seconds': build_seconds,
-      'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-      'checksums': _checksums(staging),
-  }
+  np.save(os.path.join(staging, IDS), ids, allow_pickle=False)
+  if probe is not None:
+    np.savez(os.path.join(staging, PROBE), texts=np.asarray(probe[0], np.str_),
+             embeddings=np.asarray(probe[1], np.float32))
+  manifest = dict(manifest, checksums=_checksums(staging))
   with open(os.path.join(staging, MANIFEST), 'w') as f:
     json.dump(manifest, f, indent=2)
-  # Swap in the new index; the old one is removed only once the new one is complete.
-  previous = out_dir + f'.old-{os.getpid()}'
+  # The old index is removed only once the new one is complete.
+  previous = out_dir + f'.old-{os.getpid()}-{threading.get_ident()}'
   if os.path.exists(out_dir):
     os.replace(out_dir, previous)
   os.replace(staging, out_dir)
@@ -80,20 +89,177 @@ def build(image_emb, image_ids, *, step, index_config, out_dir):
   return manifest
 
 
-class Index:
-  """A loaded gallery index: `search(queries, k)` returns user ids and scores."""
+def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, probe=None):
+  """Builds the index of `image_emb` and replaces `out_dir` atomically.
 
-  def __init__(self, searcher, ids, manifest):
+  Args:
+    image_emb: (N, D) gallery embeddings.
+    image_ids: (N,) unique user ids, ints or strings.
+    step: the checkpoint step that made the embeddings.
+    index_config: `config.index`.
+    out_dir: the index folder (`directory(workdir)`).
+    split: the data split the gallery images come from (for serving thumbnails).
+    probe: optional `(texts, text_emb)`: a few captions and their embeddings by
+      the same model, which `check_model` compares against at serving time.
+  Returns:
+    The manifest.
+  """
+  image_emb = np.asarray(image_emb, np.float32)
+  if image_emb.ndim != 2 or not len(image_emb):
+    raise errors.UserError(f'cannot index embeddings of shape {image_emb.shape}')
+  image_ids = _validated_ids(image_ids)
+  if len(image_ids) != len(image_emb):
+    raise errors.UserError(f'{len(image_emb)} embeddings but {len(image_ids)} ids')
+  params = scann_index.build_params(len(image_emb), image_emb.shape[1], index_config)
+  start = time.time()
+  searcher = scann_index.build(image_emb, params)
+  build_seconds = time.time() - start
+  manifest = {
+      'model_step': int(step),
+      'embedding_dim': int(image_emb.shape[1]),
+      'normalisation': _normalisation(image_emb),
+      'num_items': int(len(image_emb)),
+      'id_type': 'int' if image_ids.dtype.kind == 'i' else 'str',
+      'ids_file': IDS,
+      'split': split,
+      'build_params': params,
+      'build_seconds': build_seconds,
+      'built_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+      'updated_at': None,
+      # Items changed since the build; the tree and codebook were trained
+      # without them, so rebuild once they are a large share of the gallery.
+      'changes_since_build': {'added': 0, 'updated': 0, 'deleted': 0},
+  }
+  return _write(out_dir, searcher, image_ids, manifest, probe)
+
+
+class Index:
+  """A loaded gallery index: search, upsert and delete by user id, and save.
+
+  Every method is thread-safe: searches and changes take one lock, so a search
+  never sees the searcher and the id table out of step.
+  """
+
+  def __init__(self, searcher, ids, manifest, index_dir, probe=None):
     self.searcher = searcher
     self.ids = ids
     self.manifest = manifest
+    self.directory = index_dir
+    self.probe = probe
+    self._row_of = {image_id: row for row, image_id in enumerate(ids.tolist())}
+    self._reorder = manifest['build_params'].get('reorder', 0)
+    self._num_leaves = manifest['build_params'].get('num_leaves', 0)
+    self._lock = threading.Lock()
 
   def __len__(self):
     return len(self.ids)
 
+  def __contains__(self, image_id):
+    return image_id in self._row_of
+
+  @property
+  def id_type(self):
+    return int if self.ids.dtype.kind in 'iu' else str
+
+  def parse_id(self, text):
+    """An id as the index stores it, from its text form (a URL parameter)."""
+    if self.id_type is str:
+      return text
+    try:
+      return int(text)
+    except ValueError:
+      raise errors.UserError(f'image id {text!r} is not an integer; this index has integer '
+                             'ids') from None
+
   def search(self, queries, k):
-    rows, scores = scann_index.search(self.searcher, queries, k)
-    return self.ids[rows], scores
+    """(Q, D) queries -> user ids (Q, k) and scores (Q, k), best first."""
+    with self._lock:
+      rows, scores = scann_index.search(self.searcher, queries, k, self._reorder,
+                                        self._num_leaves)
+      return self.ids[rows], scores
+
+  def check_ids(self, ids):
+    """User ids (from JSON or Python) as the index stores them; refuses other types."""
+    want_str = self.id_type is str
+    checked = []
+    for image_id in ids:
+      if isinstance(image_id, (np.integer, np.str_)):
+        image_id = image_id.item()
+      if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+        raise errors.UserError(f'image id {image_id!r} must be an int or a string')
+      if isinstance(image_id, str) != want_str:
+        raise errors.UserError(f'image id {image_id!r} is a {type(image_id).__name__}, but this '
+                               f'index has {self.id_type.__name__} ids')
+      checked.append(image_id)
+    if len(set(checked)) != len(checked):
+      raise errors.UserError('the same image id appears twice in one request')
+    return checked
+
+  def upsert(self, ids, embeddings):
+    """Adds items, or replaces the embeddings of ids already present.
+
+    Returns `(added, updated)` counts. Nothing changes if any input is refused.
+    """
+    ids = self.check_ids(ids)
+    embeddings = np.asarray(embeddings, np.float32)
+    dim = self.manifest['embedding_dim']
+    if embeddings.ndim != 2 or embeddings.shape != (len(ids), dim):
+      raise errors.UserError(f'expected {len(ids)} embeddings of dimension {dim}, got an array '
+                             f'of shape {embeddings.shape}')
+    if not np.isfinite(embeddings).all():
+      raise errors.UserError('embeddings must be finite (no NaN or Inf)')
+    if self.manifest['normalisation'] == 'l2':
+      norms = np.linalg.norm(embeddings, axis=1)
+      bad = np.flatnonzero(np.abs(norms - 1) > UNIT_NORM_ATOL)
+      if len(bad):
+        raise errors.UserError(f'embedding for id {ids[bad[0]]!r} has norm {norms[bad[0]]:.4f}; '
+                               'this index holds L2-normalised embeddings')
+    with self._lock:
+      rows = [self._row_of.get(image_id) for image_id in ids]
+      scann_index.upsert(self.searcher, rows, embeddings)
+      new = [image_id for image_id, row in zip(ids, rows) if row is None]
+      if new:
+        new_ids = np.asarray(new, np.str_ if self.id_type is str else np.int64)
+        self.ids = np.concatenate([self.ids, new_ids])
+        for row, image_id in enumerate(new, len(self.ids) - len(new)):
+          self._row_of[image_id] = row
+      changes = self.manifest['changes_since_build']
+      changes['added'] += len(new)
+      changes['updated'] += len(ids) - len(new)
+      self.manifest['num_items'] = len(self.ids)
+      return len(new), len(ids) - len(new)
+
+  def delete(self, ids):
+    """Deletes items by id; refuses (and deletes nothing) if any id is unknown."""
+    ids = self.check_ids(ids)
+    with self._lock:
+      unknown = [image_id for image_id in ids if image_id not in self._row_of]
+      if unknown:
+        shown = ', '.join(repr(i) for i in unknown[:5]) + (' ...' if len(unknown) > 5 else '')
+        raise errors.UserError(f'unknown image ids: {shown}; nothing was deleted')
+      if len(ids) >= len(self.ids):
+        raise errors.UserError('cannot delete every item: an index needs at least one; '
+                               'rebuild it with --mode=index instead')
+      for image_id in ids:
+        # ScaNN moves the last row into the deleted one; the id table follows.
+        row, last = self._row_of.pop(image_id), len(self.ids) - 1
+        scann_index.delete(self.searcher, row)
+        if row != last:
+          moved = self.ids[last].item()
+          self.ids[row] = moved
+          self._row_of[moved] = row
+        self.ids = self.ids[:last]
+      self.manifest['changes_since_build']['deleted'] += len(ids)
+      self.manifest['num_items'] = len(self.ids)
+      return len(ids)
+
+  def save(self, out_dir=None):
+    """Writes the index (with its changes) to `out_dir` (default: where it was loaded)."""
+    with self._lock:
+      self.manifest['updated_at'] = time.strftime('%Y-%m-%dT%H:%M:%S%z')
+      self.manifest = _write(out_dir or self.directory, self.searcher, self.ids.copy(),
+                             self.manifest, self.probe)
+      return self.manifest
 
 
 def load(index_dir, expected_dim=None, expected_step=None):
@@ -119,7 +285,36 @@ def load(index_dir, expected_dim=None, expected_step=None):
   if expected_step is not None and manifest['model_step'] != expected_step:
     raise errors.UserError(f'index was built from step {manifest["model_step"]}, not step '
                            f'{expected_step}; rebuild it with --mode=index')
+  manifest.setdefault('changes_since_build', {'added': 0, 'updated': 0, 'deleted': 0})
   ids = np.load(os.path.join(index_dir, manifest['ids_file']), allow_pickle=False)
+  probe = None
+  if os.path.exists(os.path.join(index_dir, PROBE)):
+    with np.load(os.path.join(index_dir, PROBE), allow_pickle=False) as saved:
+      probe = (saved['texts'], saved['embeddings'])
   searcher = scann_index.load(os.path.join(index_dir, SEARCHER))
-  return Index(searcher, ids, manifest)
+  if searcher.size() != len(ids) or len(ids) != manifest['num_items']:
+    raise errors.UserError(f'index in {index_dir} is inconsistent ({searcher.size()} vectors, '
+                           f'{len(ids)} ids, manifest says {manifest["num_items"]}); rebuild it '
+                           'with --mode=index')
+  return Index(searcher, ids, manifest, index_dir, probe)
 
+
+def check_model(index, embed_texts, atol=2e-3):
+  """Refuses a model whose embeddings of the index's probe captions differ from the export's.
+
+  `embed_texts(texts) -> (N, D)`. Passes silently for an index without a probe.
+  """
+  if index.probe is None:
+    return
+  texts, expected = index.probe
+  found = np.asarray(embed_texts([str(t) for t in texts]), np.float32)
+  if found.shape != expected.shape:
+    raise errors.UserError(f'the model makes embeddings of shape {found.shape[1:]}, the index '
+                           f'holds {expected.shape[1:]}; rebuild it with --mode=export and '
+                           '--mode=index')
+  error = float(np.max(np.abs(found - expected)))
+  if error > atol:
+    raise errors.UserError(
+        f'the restored model (step {index.manifest["model_step"]}) is not the one that made this '
+        f'index: its embeddings of the index\'s probe captions differ by up to {error:.3g}; '
+        'rebuild it with --mode=export and --mode=index')

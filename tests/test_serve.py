@@ -1,0 +1,524 @@
+"""`--mode=serve`: the HTTP API, the web page in a browser, bad input, and a load test.
+
+One tiny demo workdir is trained, moved to another folder (a moved workdir must
+still serve) and served by `python -m jaxret.main --mode=serve --port=0` on a
+free loopback port for the whole module.
+"""
+
+import base64
+import concurrent.futures
+import http.client
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from conftest import run_main
+from jaxret import errors
+from jaxret.serve import batcher
+from jaxret.serve import encoder
+
+TINY = 'configs/demo.py:runlocal'
+START_TIMEOUT_S = 240
+
+
+# Parts that need no model.
+
+def test_length_buckets():
+  assert encoder.length_buckets(24) == (8, 16, 24)
+  assert encoder.length_buckets(77) == (8, 16, 32, 64, 77)
+  assert encoder.length_buckets(8) == (8,)
+  assert encoder.bucket(9, (8, 16, 24)) == 16
+
+
+@pytest.mark.parametrize('text, fragment', [
+    ('', 'empty'), ('  \n', 'empty'), ('x' * 1001, '1001 characters'),
+    ('a \ud800 b', 'not valid Unicode'), (3, 'must be a string')])
+def test_bad_query_texts(text, fragment):
+  with pytest.raises(errors.UserError, match=fragment):
+    encoder.check_text(text)
+
+
+def test_micro_batcher_batches_what_is_queued():
+  release = threading.Event()
+  seen = []
+
+  def process(items):
+    release.wait(10)
+    seen.append([item.payload for item in items])
+    return [item.payload * 10 for item in items]
+
+  worker = batcher.MicroBatcher(process, max_batch=4)
+  try:
+    first = worker.submit(0)
+    time.sleep(0.2)  # The worker holds the first request; the next ones queue up.
+    futures = [worker.submit(i) for i in range(1, 7)]
+    release.set()
+    assert first.result(10) == 0
+    assert [f.result(10) for f in futures] == [10, 20, 30, 40, 50, 60]
+    assert seen == [[0], [1, 2, 3, 4], [5, 6]]
+    assert worker.stats.largest_batch == 4
+  finally:
+    worker.close()
+
+
+def test_micro_batcher_survives_a_failing_batch():
+  def process(items):
+    if any(item.payload == 'bad' for item in items):
+      raise ValueError('bad batch')
+    return [item.payload for item in items]
+
+  worker = batcher.MicroBatcher(process)
+  try:
+    with pytest.raises(ValueError):
+      worker.submit('bad').result(10)
+    assert worker.submit('good').result(10) == 'good'
+  finally:
+    worker.close()
+
+
+# The server, end to end.
+
+class Client:
+  """A keep-alive HTTP client for one loopback server."""
+
+  def __init__(self, host, port):
+    self.host, self.port = host, port
+    self.connection = http.client.HTTPConnection(host, port, timeout=60)
+
+  def request(self, method, path, body=None, headers=None):
+    """Returns (status, headers, body bytes)."""
+    if isinstance(body, (dict, list)):
+      body = json.dumps(body).encode()
+    for attempt in range(2):  # A connection the server closed (after a 413) is reopened.
+      try:
+        self.connection.request(method, path, body=body, headers=headers or {})
+        response = self.connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+      except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError):
+        self.connection.close()
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        if attempt:
+          raise
+    raise AssertionError('unreachable')
+
+  def json(self, method, path, body=None):
+    status, headers, raw = self.request(method, path, body)
+    assert headers['Content-Type'] == 'application/json', (status, raw[:200])
+    return status, json.loads(raw)
+
+  def get(self, path, **params):
+    return self.json('GET', path + ('?' + urllib.parse.urlencode(params) if params else ''))
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+  """(client, workdir, exported arrays) for a server on a moved demo workdir."""
+  trained = tmp_path_factory.mktemp('trained')
+  run_main('--mode=demo', f'--config={TINY}', f'--workdir={trained}')
+  workdir = tmp_path_factory.mktemp('moved') / 'workdir'
+  shutil.move(str(trained), str(workdir))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'jaxret.main', '--mode=serve', f'--workdir={workdir}', '--port=0'],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    line = _read_line(process, 'serving ', START_TIMEOUT_S)
+    url = urllib.parse.urlsplit(line.split(' on ')[-1].strip())
+    assert url.hostname == '127.0.0.1'
+    with np.load(workdir / 'export' / 'embeddings.npz') as exported:
+      arrays = {name: exported[name] for name in exported.files}
+    yield Client(url.hostname, url.port), workdir, arrays
+  finally:
+    process.send_signal(signal.SIGTERM)
+    try:
+      stderr = process.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+      process.kill()
+      stderr = process.communicate()[1]
+  assert process.returncode == 0, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+
+
+def _read_line(process, prefix, timeout):
+  """The first stdout line starting with `prefix`, or a failure with the server's stderr."""
+  lines = []
+  reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, '')),
+                            daemon=True)
+  reader.start()
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    found = [line for line in lines if line.startswith(prefix)]
+    if found:
+      return found[0]
+    if process.poll() is not None:
+      break
+    time.sleep(0.1)
+  process.kill()
+  raise AssertionError(f'server did not start: {lines}\n{process.communicate()[1][-3000:]}')
+
+
+def _exact_top_k(arrays, text, k):
+  row = arrays['texts'].tolist().index(text)
+  scores = arrays['image_emb'] @ arrays['text_emb'][row]
+  order = np.argsort(-scores, kind='stable')[:k]
+  return arrays['image_ids'][order].tolist(), scores[order]
+
+
+def test_search_returns_the_exact_top_k(served):
+  client, _, arrays = served
+  text = str(arrays['texts'][7])
+  status, body = client.get('/search', q=text, k=5)
+  assert status == 200, body
+  assert {'query', 'k', 'ids', 'fast_scores', 'image_urls', 'timings_ms', 'model_step',
+          'index_size', 'rerank'} <= set(body)
+  assert 'slow_scores' not in body  # Present only when re-ranked.
+  assert body['query'] == text and body['k'] == 5 and body['rerank'] is False
+  assert body['model_step'] == 4 and body['index_size'] == 64
+  expected_ids, expected_scores = _exact_top_k(arrays, text, 5)
+  # The index of 64 images is brute force: the served ranking is the exact one.
+  assert body['ids'] == expected_ids
+  np.testing.assert_allclose(body['fast_scores'], expected_scores, atol=1e-3)
+  assert body['image_urls'] == [f'/image?id={i}' for i in expected_ids]
+  for name in ('queue_ms', 'encode_ms', 'search_ms', 'total_ms'):
+    assert body['timings_ms'][name] >= 0
+  status, default_k = client.get('/search', q=text)
+  assert status == 200 and len(default_k['ids']) == 10
+
+
+def test_batch_search_matches_single_queries(served):
+  client, _, arrays = served
+  texts = [str(t) for t in arrays['texts'][[0, 50, 100]]]
+  status, body = client.json('POST', '/search', {'queries': texts, 'k': 3})
+  assert status == 200, body
+  assert [r['query'] for r in body['results']] == texts
+  for text, result in zip(texts, body['results']):
+    single = client.get('/search', q=text, k=3)[1]
+    assert result['ids'] == single['ids']
+    np.testing.assert_allclose(result['fast_scores'], single['fast_scores'], atol=1e-5)
+    assert result['image_urls'] == single['image_urls']
+
+
+def test_healthz_page_and_images(served):
+  client, _, arrays = served
+  status, health = client.get('/healthz')
+  assert status == 200 and health['status'] == 'ok'
+  assert health['num_items'] == 64 and health['model_step'] == 4 and health['reranker'] is None
+  status, headers, page = client.request('GET', '/')
+  assert status == 200 and headers['Content-Type'].startswith('text/html')
+  assert b'id="search-form"' in page
+  image_id = int(arrays['image_ids'][0])
+  status, headers, png = client.request('GET', f'/image?id={image_id}')
+  assert status == 200 and headers['Content-Type'] == 'image/png'
+  assert Image.open(io.BytesIO(png)).size == (64, 64)
+  assert client.get('/image', id='12345')[0] == 404
+  assert client.get('/image', id='not-a-number')[0] == 400
+
+
+LONG = ' '.join(['red'] * 40)
+
+
+@pytest.mark.parametrize('method, path, body, status, fragment', [
+    ('GET', '/search?q=', None, 400, 'empty query'),
+    ('GET', '/search?q=%20%20', None, 400, 'empty query'),
+    ('GET', '/search?k=3', None, 400, 'missing parameter q'),
+    ('GET', '/search?q=' + 'x' * 1001, None, 400, 'characters long'),
+    ('GET', '/search?q=' + urllib.parse.quote(LONG), None, 400, 'too long for the model'),
+    ('GET', '/search?q=a%FFb', None, 400, 'not valid UTF-8'),
+    ('GET', '/search?q=a&k=0', None, 400, 'k=0 is out of range'),
+    ('GET', '/search?q=a&k=65', None, 400, 'k=65 is out of range'),
+    ('GET', '/search?q=a&k=-1', None, 400, 'out of range'),
+    ('GET', '/search?q=a&k=ten', None, 400, 'k must be an integer'),
+    ('GET', '/search?q=a&rerank=1', None, 400, 'no re-ranker'),
+    ('GET', '/search?q=a&rerank=yes', None, 400, 'rerank must be'),
+    ('GET', '/search?q=a&kk=3', None, 400, 'unknown parameters'),
+    ('POST', '/search', b'{"queries": ["a"', 400, 'malformed JSON'),
+    ('POST', '/search', b'\xff\xfe', 400, 'not valid UTF-8'),
+    ('POST', '/search', b'["a red circle"]', 400, 'must be an object'),
+    ('POST', '/search', {'k': 3}, 400, 'missing "queries"'),
+    ('POST', '/search', {'queries': 'a red circle'}, 400, 'non-empty list'),
+    ('POST', '/search', {'queries': []}, 400, 'non-empty list'),
+    ('POST', '/search', {'queries': ['a', 3]}, 400, 'must be a string'),
+    ('POST', '/search', {'queries': ['a', '']}, 400, 'empty query'),
+    ('POST', '/search', b'{"queries": ["a \\ud800"]}', 400, 'not valid Unicode'),
+    ('POST', '/search', {'queries': ['a'] * 257}, 400, 'the limit is 256'),
+    ('POST', '/search', {'queries': ['a'], 'k': 2.5}, 400, 'k must be an integer'),
+    ('POST', '/search', {'queries': ['a'], 'k': True}, 400, 'k must be an integer'),
+    ('POST', '/search', {'queries': ['a'], 'top': 3}, 400, 'unknown keys'),
+    ('POST', '/search', b'{"queries": ["a"], "k": NaN}', 400, 'k must be an integer'),
+    ('DELETE', '/items', {'ids': [31337]}, 400, 'unknown image ids: 31337'),
+    ('DELETE', '/items', {'ids': ['20000001']}, 400, 'int ids'),
+    ('DELETE', '/items', {'ids': []}, 400, 'non-empty list'),
+    ('DELETE', '/items', {'id': 3}, 400, '{"ids": [...]}'),
+    ('POST', '/items', {'items': [{'id': 5, 'embedding': [1.0, 0.0]}]}, 400, '32 numbers'),
+    ('POST', '/items', {'items': [{'id': 5, 'embedding': ['x'] * 32}]}, 400, 'list of numbers'),
+    ('POST', '/items', {'items': [{'id': 5}]}, 400, 'exactly one of'),
+    ('POST', '/items', {'items': [{'id': 5, 'image': 'not base64!'}]}, 400, 'base64'),
+    ('POST', '/items', {'items': [{'id': 5, 'image': base64.b64encode(b'GIF89a').decode()}]},
+     400, 'PNG or JPEG'),
+    ('GET', '/nowhere', None, 404, 'no such path'),
+    ('PUT', '/search', None, 405, 'not allowed'),
+    ('DELETE', '/search', None, 405, 'not allowed'),
+])
+def test_bad_input_gets_a_4xx_and_the_server_goes_on(served, method, path, body, status,
+                                                     fragment):
+  client, _, arrays = served
+  got, headers, raw = client.request(method, path, body)
+  assert got == status, raw[:300]
+  if fragment is not None:
+    assert headers['Content-Type'] == 'application/json'
+    assert fragment in json.loads(raw)['error']
+  text = str(arrays['texts'][0])
+  assert client.get('/search', q=text, k=1)[0] == 200
+
+
+def test_oversized_or_lengthless_bodies_are_refused(served):
+  client, _, _ = served
+  connection = http.client.HTTPConnection(client.host, client.port, timeout=30)
+  connection.putrequest('POST', '/search')
+  connection.putheader('Content-Length', str(50 << 20))
+  connection.endheaders()  # The body is never sent: the server answers from the header.
+  response = connection.getresponse()
+  assert response.status == 413 and 'over the limit' in json.loads(response.read())['error']
+  connection.close()
+  connection = http.client.HTTPConnection(client.host, client.port, timeout=30)
+  connection.putrequest('POST', '/search')
+  connection.endheaders()
+  response = connection.getresponse()
+  assert response.status == 411 and 'Content-Length' in json.loads(response.read())['error']
+  connection.close()
+  assert client.get('/healthz')[0] == 200
+
+
+def test_add_and_delete_items(served):
+  client, workdir, arrays = served
+  text = str(arrays['texts'][20])
+  target = arrays['text_emb'][20]
+  image_png = client.request('GET', f'/image?id={int(arrays["image_ids"][3])}')[2]
+  items = [{'id': 900001, 'embedding': target.tolist()},
+           {'id': 900002, 'image': base64.b64encode(image_png).decode()}]
+  status, body = client.json('POST', '/items', {'items': items})
+  assert status == 200, body
+  assert body['num_items'] == 66
+  found = client.get('/search', q=text, k=3)[1]
+  assert found['ids'][0] == 900001 and found['fast_scores'][0] == pytest.approx(1, abs=1e-3)
+  # The added image is embedded by the image tower: it is a copy of image 3, so it scores
+  # as image 3 does, and its thumbnail is served.
+  scores = dict(zip(*(client.get('/search', q=text, k=66)[1][key]
+                      for key in ('ids', 'fast_scores'))))
+  assert scores[900002] == pytest.approx(scores[int(arrays['image_ids'][3])], abs=1e-3)
+  assert client.request('GET', '/image?id=900002')[2] == image_png
+  manifest = json.loads((workdir / 'index' / 'manifest.json').read_text())
+  assert manifest['num_items'] == 66 and manifest['changes_since_build']['added'] == 2
+
+  status, body = client.json('DELETE', '/items', {'ids': [900001, 900002]})
+  assert status == 200 and body == {'deleted': 2, 'num_items': 64}
+  found = client.get('/search', q=text, k=64)[1]
+  assert not {900001, 900002} & set(found['ids'])
+  assert client.get('/image', id='900002')[0] == 404
+  assert client.json('DELETE', '/items', {'ids': [900001]})[0] == 400
+  assert client.get('/healthz')[1]['num_items'] == 64
+
+
+def test_concurrent_load(served):
+  """16 clients x 20 requests on keep-alive connections: no errors, bounded in time."""
+  client, _, arrays = served
+  texts = [str(t) for t in arrays['texts'][:40]]
+  clients, per_client, deadline = 16, 20, time.time() + 120
+
+  def run(worker):
+    session = Client(client.host, client.port)
+    latencies = []
+    for i in range(per_client):
+      if time.time() > deadline:
+        break
+      start = time.perf_counter()
+      status, body = session.get('/search', q=texts[(worker + i) % len(texts)], k=10)
+      latencies.append(time.perf_counter() - start)
+      assert status == 200 and len(body['ids']) == 10, body
+    session.connection.close()
+    return latencies
+
+  start = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+    latencies = sorted(sum(pool.map(run, range(clients)), []))
+  seconds = time.perf_counter() - start
+  assert len(latencies) == clients * per_client
+  health = client.get('/healthz')[1]
+  print(f'\nload test: {len(latencies)} requests from {clients} clients in {seconds:.2f}s '
+        f'({len(latencies) / seconds:.0f} req/s), p50 {1000 * latencies[len(latencies) // 2]:.1f}'
+        f' ms, p99 {1000 * latencies[int(len(latencies) * 0.99)]:.1f} ms, largest micro-batch '
+        f'{health["largest_batch"]}')
+  assert health['largest_batch'] >= 1
+
+
+def _browser():
+  """(chromium, chromedriver) paths, or a pytest skip saying what is missing."""
+  try:
+    import selenium  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    pytest.skip('selenium is not installed (pip install -r requirements.txt)')
+  chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+  driver = shutil.which('chromedriver')
+  if not chromium or not driver:
+    pytest.skip('no headless browser: install Debian\'s chromium and chromium-driver '
+                '(apt-get install -y chromium chromium-driver; .ci/run does)')
+  return chromium, driver
+
+
+def test_web_page_in_a_browser(served, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  chromium, driver_path = _browser()
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support import expected_conditions
+  from selenium.webdriver.support.ui import WebDriverWait
+  client, _, arrays = served
+  options = webdriver.ChromeOptions()
+  options.binary_location = chromium
+  for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+               '--disable-background-networking', '--disable-component-update',
+               '--disable-sync', '--no-first-run', f'--user-data-dir={tmp_path / "profile"}'):
+    options.add_argument(flag)
+  browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+  try:
+    browser.get(f'http://{client.host}:{client.port}/')
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: 'images' in b.find_element(By.ID, 'about').text)
+    text = str(arrays['texts'][7])
+    k_box = browser.find_element(By.ID, 'k')
+    k_box.clear()
+    k_box.send_keys('4')
+    browser.find_element(By.ID, 'query').send_keys(text + '\n')
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, 'img.hit-image')) == 4)
+    images = browser.find_elements(By.CSS_SELECTOR, 'img.hit-image')
+    wait.until(lambda b: all(b.execute_script(
+        'return arguments[0].complete && arguments[0].naturalWidth > 0', img) for img in images))
+    expected_ids, expected_scores = _exact_top_k(arrays, text, 4)
+    assert [img.get_attribute('alt') for img in images] == [f'image {i}' for i in expected_ids]
+    captions = [c.text for c in browser.find_elements(By.CSS_SELECTOR, 'figure.hit figcaption')]
+    assert captions[0] == f'1. {expected_ids[0]} · {expected_scores[0]:.3f}'
+    assert 'results in' in browser.find_element(By.ID, 'status').text
+    # A bad query shows the server's message instead of results.
+    query_box = browser.find_element(By.ID, 'query')
+    query_box.clear()
+    query_box.send_keys(LONG + '\n')
+    wait.until(expected_conditions.text_to_be_present_in_element(
+        (By.ID, 'error'), 'too long for the model'))
+  finally:
+    browser.quit()
+
+
+def test_serve_refuses_a_damaged_index(served, tmp_path):
+  _, workdir, _ = served
+  copy = tmp_path / 'copy'
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns('tensorboard', 'query'))
+  np.save(copy / 'index' / 'ids.npy', np.arange(64))
+  result = run_main('--mode=serve', f'--workdir={copy}', '--port=0', check=False)
+  assert result.returncode != 0
+  assert 'error: index in' in result.stderr and 'damaged' in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
+  # An intact index whose checkpoint step has been rotated away.
+  shutil.copy(workdir / 'index' / 'ids.npy', copy / 'index' / 'ids.npy')
+  shutil.rmtree(copy / 'checkpoints' / '4')
+  result = run_main('--mode=serve', f'--workdir={copy}', '--port=0', check=False)
+  assert result.returncode != 0
+  assert 'checkpoint step 4' in result.stderr and '--mode=export' in result.stderr, result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+class _RowQueries:
+  """A stand-in text encoder: the text `q<N>` is the vector `vectors[N]`."""
+
+  def __init__(self, vectors):
+    self.vectors = vectors
+
+  def prepare(self, texts):
+    for text in texts:
+      encoder.check_text(text)
+    return np.asarray([int(text[1:]) for text in texts])[:, None]
+
+  def embed(self, prepared):
+    return self.vectors[prepared[:, 0]]
+
+
+class _ReverseReranker:
+  """Scores candidates in reverse order of the fast ranking (so the order visibly changes)."""
+  name = 'reverse'
+  num_candidates = 6
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, query, candidate_ids, fast_scores):
+    self.calls.append((query, list(candidate_ids), np.asarray(fast_scores)))
+    return -np.asarray(fast_scores) * 2
+
+
+def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  import ml_collections
+  from jaxret.index import store
+  from jaxret.serve import server as server_lib
+  from jaxret.serve import service as service_lib
+  rng = np.random.default_rng(0)
+  vectors = rng.normal(size=(50, 8)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  config = ml_collections.ConfigDict(dict(
+      method='auto', brute_force_below=10_000, num_leaves=0, num_leaves_to_search=0,
+      reorder=0, dims_per_block=2, anisotropic_threshold=0.2))
+  store.build(vectors, np.array([f'im{i}' for i in range(50)]), step=1, index_config=config,
+              out_dir=str(tmp_path / 'index'))
+  index = store.load(str(tmp_path / 'index'))
+  reranker = _ReverseReranker()
+  service = service_lib.SearchService(index, _RowQueries(vectors), model_step=1,
+                                      reranker=reranker)
+  server = server_lib.make_server(service, '127.0.0.1', 0)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    client = Client(*server.server_address[:2])
+    fast = client.get('/search', q='q3', k=3)[1]
+    assert fast['ids'][0] == 'im3' and 'slow_scores' not in fast
+    status, slow = client.get('/search', q='q3', k=3, rerank=1)
+    assert status == 200, slow
+    query, candidates, fast_scores = reranker.calls[-1]
+    assert query == 'q3' and len(candidates) == 6 and candidates[0] == 'im3'
+    # The slow order is the reverse of the fast one; the top 3 of the 6 candidates are kept.
+    assert slow['ids'] == candidates[::-1][:3]
+    np.testing.assert_allclose(slow['slow_scores'], -2 * fast_scores[::-1][:3], rtol=1e-6)
+    np.testing.assert_allclose(slow['fast_scores'], fast_scores[::-1][:3], rtol=1e-6)
+    assert 'rerank_ms' in slow['timings_ms']
+    assert client.get('/healthz')[1]['reranker'] == 'reverse'
+    batch = client.json('POST', '/search', {'queries': ['q1', 'q2'], 'k': 2, 'rerank': True})[1]
+    assert all(len(r['slow_scores']) == 2 for r in batch['results'])
+  finally:
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
+  out = tmp_path / 'serving.json'
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/serving.py', '--only=synthetic', '--num=3000', '--dim=16',
+       '--clusters=20', '--queries=64', '--batch=32', '--seconds=0.05', '--requests=16',
+       '--clients=2', '--skip-faiss', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  section = json.loads(out.read_text())['synthetic']
+  assert section['recall_at_10']['jaxret_index'] >= 0.95
+  assert section['http_search']['one_client']['p50_ms'] > 0
+  assert section['index']['build_params']['method'] == 'brute_force'
