@@ -236,7 +236,7 @@ def from_workdir(config, workdir, options=Options()):
   index = store.load(store.directory(workdir), expected_dim=config.model.embed_dim)
   step = index.manifest['model_step']
   # One device: a query batch is small, and one device keeps latency low.
-  mesh = mesh_lib.make_mesh(jax.local_devices()[:1])
+  mesh = mesh_lib.make_mesh(devices=jax.local_devices()[:1])
   try:
     restored = inference.restore(config, workdir, step, mesh=mesh)
   except errors.UserError as e:
