@@ -25,7 +25,7 @@ def get_config(arg=None):
   config.batch_size = 128
   config.total_steps = arg.steps or (4 if arg.runlocal else 350)
   config.log_every = 2 if arg.runlocal else 25
-  config.eval_every = 0 if arg.runlocal else 100
+  config.eval_every = 4 if arg.runlocal else 100  # And at the last step; 0: never.
   config.checkpoint_every = 2 if arg.runlocal else 100
   config.keep_checkpoints = 2
   # A non-finite loss or gradient: 'stop' the run (naming the step and the
@@ -94,6 +94,9 @@ def get_config(arg=None):
   config.sharding = ml_collections.ConfigDict({'rules': ()})
 
   config.eval = ml_collections.ConfigDict()
+  # By name from jaxret/evaluate/__init__.py: for --mode=eval, and during training.
+  config.eval.evaluator = 'retrieval'
+  config.eval.periodic_evaluator = 'retrieval'
   config.eval.split = 'test'  # --mode=eval.
   config.eval.periodic_split = 'val'  # During training.
   config.eval.batch_size = 64 if arg.runlocal else 256

@@ -1,19 +1,44 @@
 """Tiny configs for every registered loss, for tests that must cover them all."""
 
+import functools
 import importlib.util
+import tempfile
 
 from conftest import REPO
 
 
-def tiny_config(loss_name):
-  """`configs/<loss>.py:runlocal` when that file exists, else the demo's with the loss swapped."""
-  path = REPO / 'configs' / f'{loss_name}.py'
-  if not path.exists():
-    path = REPO / 'configs' / 'demo.py'
+# Losses whose config file is not named after them.
+CONFIG_FILES = {'caption': 'slow', 'distill': 'fast_slow'}
+
+
+def load_config(name, arg):
+  path = REPO / 'configs' / f'{name}.py'
   spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config('runlocal')
+  return module.get_config(arg)
+
+
+@functools.lru_cache(maxsize=None)
+def teacher_workdir():
+  """A slow-model workdir (runlocal, one step) to distil from."""
+  from jaxret.train import trainer  # pylint: disable=import-outside-toplevel
+  workdir = tempfile.mkdtemp(prefix='jaxret-teacher-')
+  config = load_config('slow', 'runlocal')
+  config.total_steps, config.eval_every, config.log_every = 1, 0, 1
+  trainer.train(config, workdir)
+  return workdir
+
+
+def tiny_config(loss_name):
+  """`configs/<loss>.py:runlocal` when that file exists, else the demo's with the loss swapped."""
+  name = CONFIG_FILES.get(loss_name, loss_name)
+  if not (REPO / 'configs' / f'{name}.py').exists():
+    name = 'demo'
+  arg = 'runlocal'
+  if loss_name == 'distill':
+    arg += f',slow={teacher_workdir()}'
+  config = load_config(name, arg)
   if config.loss.name != loss_name:
     config.loss.name = loss_name
   return config

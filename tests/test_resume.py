@@ -19,7 +19,8 @@ from jaxret.train import inference
 
 STEPS = 60
 ARGS = ('--mode=train', '--config=configs/demo.py:runlocal', f'--config.total_steps={STEPS}',
-        '--config.checkpoint_every=5', '--config.log_every=5', '--config.keep_checkpoints=3')
+        '--config.checkpoint_every=5', '--config.log_every=5', '--config.keep_checkpoints=3',
+        '--config.eval_every=0')
 
 
 # Runs the entry point with files limited to 100 kB (a full disk that even root

@@ -23,16 +23,26 @@ def retrieval_metrics(image_emb, image_ids, text_emb, text_image_ids, ks=(1, 5, 
   Image→text: an image is right at K when any of its captions is in its top K
   captions. Matching is by image id, never by position.
   """
+  scores = np.asarray(text_emb, np.float32) @ np.asarray(image_emb, np.float32).T
+  return metrics_from_scores(scores, image_ids, text_image_ids, ks)
+
+
+def metrics_from_scores(scores, image_ids, text_image_ids, ks=(1, 5, 10),
+                        directions=('t2i', 'i2t')):
+  """`retrieval_metrics` from a (texts, images) score matrix (any scorer, higher is better).
+
+  `directions=('t2i',)` when not every image has a caption among the texts.
+  """
   image_ids = np.asarray(image_ids)
   text_image_ids = np.asarray(text_image_ids)
-  scores = np.asarray(text_emb, np.float32) @ np.asarray(image_emb, np.float32).T
   correct = text_image_ids[:, None] == image_ids[None, :]
   results = {}
-  for name, ranks in (('t2i', ranks_of_targets(scores, correct)),
-                      ('i2t', ranks_of_targets(scores.T, correct.T))):
+  for name in directions:
+    ranks = (ranks_of_targets(scores, correct) if name == 't2i'
+             else ranks_of_targets(scores.T, correct.T))
     for k in ks:
       results[f'{name}/R@{k}'] = float(np.mean(ranks < k))
     results[f'{name}/median_rank'] = float(np.median(ranks + 1))
     results[f'{name}/mean_rank'] = float(np.mean(ranks + 1))
-  results['rsum'] = sum(100 * results[f'{n}/R@{k}'] for n in ('t2i', 'i2t') for k in ks)
+  results['rsum'] = sum(100 * results[f'{n}/R@{k}'] for n in directions for k in ks)
   return results

@@ -18,7 +18,8 @@ def embed_split(embedder, params, records, tokenizer):
 class RetrievalEvaluator:
   """Text→image and image→text Recall@K on one split."""
 
-  def __init__(self, model, mesh, records, tokenizer, config):
+  def __init__(self, model, mesh, records, tokenizer, config, output_dir=None):
+    del output_dir
     self.records = records
     self.tokenizer = tokenizer
     self.embedder = embed.Embedder(model, mesh, config.eval.batch_size, config.data)

@@ -21,5 +21,24 @@ def build_index(config, workdir):
     texts, text_emb = exported['texts'], exported['text_emb']
   rows = np.linspace(0, len(texts) - 1, min(PROBE_SIZE, len(texts))).astype(int)
   probe = (texts[rows], text_emb[rows]) if len(texts) else None
-  return store.build(image_emb, image_ids, step=int(step), index_config=config.index,
-                     out_dir=store.directory(workdir), split=split, probe=probe)
+  manifest = store.build(image_emb, image_ids, step=int(step), index_config=config.index,
+                         out_dir=store.directory(workdir), split=split, probe=probe)
+  rerank = config.get('rerank')
+  if rerank is not None and rerank.get('slow_workdir'):
+    manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
+  return manifest
+
+
+def build_slow_store(config, workdir, image_ids, split):
+  """The slow model's visual tokens of the gallery, stored for re-ranking (`DIR/rerank/`)."""
+  # pylint: disable=import-outside-toplevel  # Only configs with a slow model need these.
+  from jaxret.data import sources
+  from jaxret.rerank import reranker
+  from jaxret.rerank import visual_store
+  scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank)
+  records = sources.load_split(config.data, split)
+  row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}
+  rows = [row_of[image_id] for image_id in image_ids.tolist()]
+  visual = scorer.visual_tokens(records.images[rows] if rows else records.images[:0])
+  return visual_store.save(visual_store.directory(workdir), image_ids, visual,
+                           slow_workdir=config.rerank.slow_workdir, slow_step=step)

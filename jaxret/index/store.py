@@ -43,7 +43,8 @@ def _sha256(path):
   return digest.hexdigest()
 
 
-def _checksums(root):
+def checksums(root):
+  """SHA-256 of every file under `root` (but the manifest), by relative path."""
   sums = {}
   for folder, _, files in os.walk(root):
     for name in sorted(files):
@@ -77,7 +78,7 @@ def _write(out_dir, searcher, ids, manifest, probe):
   if probe is not None:
     np.savez(os.path.join(staging, PROBE), texts=np.asarray(probe[0], np.str_),
              embeddings=np.asarray(probe[1], np.float32))
-  manifest = dict(manifest, checksums=_checksums(staging))
+  manifest = dict(manifest, checksums=checksums(staging))
   with open(os.path.join(staging, MANIFEST), 'w') as f:
     json.dump(manifest, f, indent=2)
   # The old index is removed only once the new one is complete.
@@ -273,7 +274,7 @@ def load(index_dir, expected_dim=None, expected_step=None):
   except (OSError, ValueError) as e:
     raise errors.UserError(f'index manifest {manifest_path} is unreadable ({e}); '
                            'rebuild it with --mode=index') from e
-  found = _checksums(index_dir)
+  found = checksums(index_dir)
   if found != manifest.get('checksums'):
     changed = sorted(set(found.items()) ^ set(manifest.get('checksums', {}).items()))
     names = sorted({name for name, _ in changed})

@@ -5,6 +5,8 @@ from jaxret import registry
 
 OBJECTIVES = {
     'clip': 'jaxret.objectives.dual:ClipObjective',
+    'caption': 'jaxret.objectives.slow:CaptionObjective',
+    'distill': 'jaxret.objectives.distill:DistillObjective',
 }
 
 

@@ -8,10 +8,11 @@ A re-ranker is any object with
 
 where `query` is the query text, `candidate_ids` the fast search's ids (best
 first), `fast_scores` their (num_candidates,) float32 scores, and the result a
-(num_candidates,) array of final scores (higher is better; a re-ranker that
-mixes in the fast score, as Miech et al. do with weight beta, does so itself).
-The service orders the candidates by the returned scores, keeps the top k, and
-reports them as `slow_scores` next to the `fast_scores`.
+(num_candidates,) array of scores (higher is better), or a pair (final scores,
+slow scores) for a re-ranker that mixes the fast score into its final score,
+as Miech et al. do with weight beta (`jaxret/rerank/reranker.py`). The service
+orders the candidates by the (final) scores, keeps the top k, and reports
+`slow_scores` (and `final_scores` when they differ) next to the `fast_scores`.
 """
 
 from typing import Protocol, Sequence
@@ -28,10 +29,7 @@ class Reranker(Protocol):
 
 
 def for_workdir(config, workdir):
-  """The workdir's re-ranker, or None when it has none.
-
-  No model in jaxret has a slow re-ranker yet; when one lands, it is restored
-  here from `config` and `workdir` and returned.
-  """
-  del config, workdir
-  return None
+  """The workdir's re-ranker, or None when its config names no slow model
+  (`rerank.slow_workdir`, as in configs/fast_slow.py)."""
+  from jaxret.rerank import reranker  # pylint: disable=import-outside-toplevel
+  return reranker.for_workdir(config, workdir)

@@ -123,10 +123,14 @@ class SearchService:
     for text, hit_ids, fast in zip(texts, ids, scores):
       entry = {'query': text}
       if rerank:
-        slow = np.asarray(self.reranker(text, hit_ids.tolist(), fast), np.float32)
-        order = np.argsort(-slow, kind='stable')[:k]
+        scores = self.reranker(text, hit_ids.tolist(), fast)
+        final, slow = scores if isinstance(scores, tuple) else (scores, scores)
+        final, slow = np.asarray(final, np.float32), np.asarray(slow, np.float32)
+        order = np.argsort(-final, kind='stable')[:k]
         hit_ids, fast = hit_ids[order], fast[order]
         entry['slow_scores'] = slow[order].tolist()
+        if isinstance(scores, tuple):
+          entry['final_scores'] = final[order].tolist()
       entry['ids'] = hit_ids.tolist()
       entry['fast_scores'] = fast.tolist()
       results.append(entry)

@@ -77,6 +77,10 @@ class Trainable:
     if pretrained.requested(self.config):
       state = pretrained.apply_to_state(state, self.config, self.state_shardings,
                                         self.optimizer, self.objective)
+    # Extra state that comes from elsewhere (a frozen teacher's checkpoint).
+    if hasattr(self.objective, 'load_extra'):
+      state = state.replace(extra=self.objective.load_extra(state.extra,
+                                                            self.state_shardings.extra))
     return state
 
   def restore_target(self):

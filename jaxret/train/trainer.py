@@ -12,11 +12,11 @@ import time
 import jax
 
 from jaxret import errors
+from jaxret import evaluate as evaluate_lib
 from jaxret.config import workdir as workdir_config
 from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.data import tokenizer as tokenizer_lib
-from jaxret.evaluate import retrieval
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import checkpoint
@@ -123,15 +123,18 @@ def train(config, workdir, mesh=None):
         log(f'step {step}/{config.total_steps} | loss {float(step_metrics["loss"]):.4f} | '
             f'lr {record["learning_rate"]:.2e} | {record["examples_per_sec"]:.0f} ex/s | '
             f'ETA {_duration(per_step * (config.total_steps - step))}')
-      if _due(step, config.eval_every, config.total_steps) and not preempted:
+      # eval_every <= 0: no evaluation during training (--mode=eval does it).
+      if config.eval_every > 0 and _due(step, config.eval_every, config.total_steps) and (
+          not preempted):
         if evaluator is None:
-          evaluator = retrieval.RetrievalEvaluator(
-              trainable.model, mesh, sources.load_split(config.data, config.eval.periodic_split),
-              tokenizer, config)
+          evaluator = evaluate_lib.build(
+              config.eval.periodic_evaluator, config, trainable.model, mesh,
+              sources.load_split(config.data, config.eval.periodic_split), tokenizer)
         results = evaluator(state.params)
         record.update({f'{config.eval.periodic_split}/{k}': v for k, v in results.items()})
         log(f'step {step} {config.eval.periodic_split}: ' + ' '.join(
-            f'{k} {results[k]:.3f}' for k in ('t2i/R@1', 't2i/R@5', 't2i/R@10', 'i2t/R@1')))
+            f'{k} {results[k]:.3f}' for k in ('t2i/R@1', 't2i/R@5', 't2i/R@10', 'i2t/R@1')
+            if k in results))
         throughput.pause_ended()
       writer.write(step, record)
       if _due(step, config.checkpoint_every, config.total_steps) or preempted:

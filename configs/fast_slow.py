@@ -1,0 +1,50 @@
+r"""Thinking Fast and Slow on the built-in data: the fast dual encoder distilled from the
+slow captioner, evaluated alone, against the slow model, and re-ranked by it.
+
+  python -m jaxret.main --mode=demo --config=configs/demo.py --workdir=/tmp/jaxret-demo
+  python -m jaxret.main --mode=train --config=configs/slow.py --workdir=/tmp/jaxret-slow
+  python -m jaxret.main --mode=train --config=configs/fast_slow.py --workdir=/tmp/jaxret-fs
+  python -m jaxret.main --mode=eval --workdir=/tmp/jaxret-fs   # -> eval/fast_slow.{json,md,png}
+
+Training: the demo's dual encoder and schedule, with L = L_clip + α H(p, q), the
+teacher p from the slow workdir (`slow=DIR`, default /tmp/jaxret-slow) over
+|B_i| = `num_candidates` images per caption. Evaluation on the test split: Fast
+(the undistilled dual encoder of `fast=DIR`, default /tmp/jaxret-demo), Fast
+distilled (this model), Slow over the whole gallery, and Fast+Slow for each K
+in `rerank.ks` (final score h + β · fast score). Results: README.
+
+Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`.
+"""
+
+import ml_collections
+
+from configs import demo
+from configs import slow as slow_config
+from jaxret.config import args as args_lib
+
+
+def get_config(arg=None):
+  arg = args_lib.parse_arg(arg, runlocal=False, slow='/tmp/jaxret-slow',
+                           fast='/tmp/jaxret-demo', steps=0)
+  config = demo.get_config('runlocal' if arg.runlocal else None)
+  if arg.steps:
+    config.total_steps = arg.steps
+  # The student reads captions with the teacher's tokenizer.
+  config.tokenizer.path = arg.slow
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'distill'
+  config.loss.teacher = arg.slow
+  config.loss.alpha = 1.0
+  config.loss.teacher_temperature = 1.0
+  config.loss.student_temperature = 0.0  # 0: the student's own learned logit scale.
+  config.loss.num_candidates = 8 if arg.runlocal else 16
+  config.eval.evaluator = 'fast_slow'
+  slow = slow_config.get_config('runlocal' if arg.runlocal else None)
+  config.eval.max_queries = slow.eval.max_queries if arg.runlocal else 500
+  config.rerank = slow.rerank
+  config.rerank.slow_workdir = arg.slow
+  config.rerank.fast_workdir = arg.fast  # The undistilled baseline, for the comparison.
+  config.rerank.ks = (10, 50, 100) if not arg.runlocal else (5, 10)
+  config.rerank.k = 25  # Candidates re-ranked when serving.
+  config.rerank.beta = 1.0  # final = h + β · fast score.
+  return config

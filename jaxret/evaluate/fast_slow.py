@@ -1,0 +1,189 @@
+"""The Fast and Slow comparison of Miech et al. (2021) on the test split.
+
+Rows: Fast (the undistilled dual encoder, `rerank.fast_workdir`), Fast
+distilled (the evaluated model), Slow (h over the whole gallery), and Fast+Slow
+for each K in `rerank.ks` (the distilled model's top K re-ranked by h + β · fast
+score; below K the fast order stays). Every row answers the same queries (one
+caption per image, `eval.max_queries` images) one at a time, and its mean query
+time covers the whole path: encoding the text, the fast search (ScaNN), and
+the slow scoring of the candidates against precomputed visual tokens.
+Writes `fast_slow.json`, `fast_slow.md` (a table) and `fast_slow.png`
+(R@1 and query time against K) to the output directory.
+"""
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from jaxret.config import workdir as workdir_config
+from jaxret.data import pipeline
+from jaxret.evaluate import slow_retrieval
+from jaxret.index import scann_index
+from jaxret.rerank import reranker as reranker_lib
+from jaxret.train import inference
+
+KS = (1, 5, 10)
+
+
+def recall_at(ranks, prefix):
+  """R@1/5/10 and median rank from 0-based ranks of the right images."""
+  out = {f'{prefix}t2i/R@{k}': float(np.mean(ranks < k)) for k in KS}
+  out[f'{prefix}t2i/median_rank'] = float(np.median(ranks + 1))
+  return out
+
+
+class _Fast:
+  """A dual encoder answering one query at a time: encode the text, search the gallery."""
+
+  def __init__(self, model, params, tokenizer, data_config, images, index_config):
+    self.tokenizer = tokenizer
+    self._text = jax.jit(lambda p, t, m: model.apply({'params': p}, t, m,
+                                                     method=model.encode_text)[0])
+    self._image = jax.jit(lambda p, x: model.apply({'params': p}, x,
+                                                   method=model.encode_image)[0])
+    self.params = jax.device_get(params)
+    image_emb = np.concatenate([
+        np.asarray(self._image(self.params, pipeline.normalize_images(
+            np.asarray(images[i:i + 64]), data_config))) for i in range(0, len(images), 64)])
+    self.image_emb = image_emb
+    self.searcher = scann_index.build(
+        image_emb, scann_index.build_params(len(image_emb), image_emb.shape[1], index_config))
+
+  def embed(self, text):
+    tokens, mask = self.tokenizer.encode([text])
+    return np.asarray(self._text(self.params, tokens, mask))
+
+  def search(self, text, k):
+    """(rows (k,), scores (k,)) of the top k, and the seconds it took."""
+    start = time.perf_counter()
+    rows, scores = scann_index.search(self.searcher, self.embed(text), k)
+    return rows[0], scores[0], time.perf_counter() - start
+
+  def ranks(self, texts, right_rows):
+    """0-based ranks of the right images over the whole gallery, and the mean query time."""
+    seconds, ranks = [], []
+    for text, right in zip(texts, right_rows):
+      _, _, took = self.search(text, 10)  # The timed path: encode + index search.
+      seconds.append(took)
+      scores = self.image_emb @ self.embed(text)[0]
+      ranks.append(int(np.sum(scores > scores[right])))
+    return np.asarray(ranks), float(np.mean(seconds))
+
+
+class FastSlowEvaluator:
+  """See the module docstring. Returns flat metrics (`distilled/t2i/R@1`, ...)."""
+
+  def __init__(self, model, mesh, records, tokenizer, config, output_dir=None):
+    del mesh
+    self.model = model
+    self.records = records
+    self.tokenizer = tokenizer
+    self.config = config
+    self.output_dir = output_dir
+
+  def _restore_fast(self, workdir):
+    config = workdir_config.load(workdir)
+    restored = inference.restore(config, workdir)
+    return _Fast(restored.model, restored.params, restored.tokenizer, config.data,
+                 self.records.images, self.config.index)
+
+  def __call__(self, params):
+    rerank = self.config.rerank
+    texts, text_ids = slow_retrieval.query_captions(self.records, self.config.eval.max_queries)
+    row_of = {image_id: row for row, image_id in
+              enumerate(np.asarray(self.records.image_ids).tolist())}
+    right = np.asarray([row_of[i] for i in np.asarray(text_ids).tolist()])
+    rows, results = [], {}
+
+    def add(name, ranks, seconds, **extra):
+      metrics = recall_at(ranks, '')
+      rows.append({'name': name, **metrics, 'query_ms': 1000 * seconds, **extra})
+      key = name.lower().replace(' ', '_').replace('+', '_')
+      results.update({f'{key}/{k}': v for k, v in metrics.items()})
+      results[f'{key}/query_ms'] = 1000 * seconds
+
+    distilled = _Fast(self.model, params, self.tokenizer, self.config.data,
+                      self.records.images, self.config.index)
+    if rerank.get('fast_workdir'):
+      add('Fast', *self._restore_fast(rerank.fast_workdir).ranks(texts, right))
+    distilled_ranks, distilled_seconds = distilled.ranks(texts, right)
+    add('Fast distilled', distilled_ranks, distilled_seconds)
+
+    scorer, slow_tokenizer, _ = reranker_lib.restore_scorer(rerank.slow_workdir, rerank)
+    visual = scorer.visual_tokens(self.records.images)
+    tokens, mask = slow_tokenizer.encode(texts)
+    slow_ranks, seconds = [], []
+    for i in range(len(texts)):
+      start = time.perf_counter()
+      h = scorer.score(tokens[i:i + 1], mask[i:i + 1], visual[None])[0]
+      seconds.append(time.perf_counter() - start)
+      slow_ranks.append(int(np.sum(h > h[right[i]])))
+    add('Slow', np.asarray(slow_ranks), float(np.mean(seconds)))
+
+    ids = np.arange(len(self.records))
+    reranker = reranker_lib.FastSlowReranker(scorer, slow_tokenizer, ids, visual,
+                                             num_candidates=max(rerank.ks), beta=rerank.beta)
+    for k in rerank.ks:
+      ranks, seconds = [], []
+      for i, text in enumerate(texts):
+        start = time.perf_counter()
+        candidates, fast, _ = distilled.search(text, k)
+        final, _ = reranker.rerank(tokens[i:i + 1], mask[i:i + 1], candidates[None], fast[None])
+        order = candidates[np.argsort(-final[0], kind='stable')]
+        seconds.append(time.perf_counter() - start)
+        hits = np.flatnonzero(order == right[i])
+        ranks.append(int(hits[0]) if len(hits) else max(int(distilled_ranks[i]), k))
+      add(f'Fast+Slow K={k}', np.asarray(ranks), float(np.mean(seconds)), k=k)
+
+    report = {'queries': len(texts), 'gallery': len(self.records), 'beta': rerank.beta,
+              'slow_visual_bytes_per_image': int(visual[0].nbytes),
+              'slow_visual_dtype': str(visual.dtype), 'rows': rows}
+    if self.output_dir and jax.process_index() == 0:
+      write_report(self.output_dir, report)
+    results.update({f't2i/R@{k}': results[f'fast_distilled/t2i/R@{k}'] for k in KS})
+    results['num_texts'] = len(texts)
+    return results
+
+
+def table(report):
+  lines = ['| model | K | R@1 | R@5 | R@10 | mean query time (ms) |', '|---|---|---|---|---|---|']
+  for row in report['rows']:
+    lines.append(f'| {row["name"]} | {row.get("k", "")} | ' + ' | '.join(
+        f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in KS) + f' | {row["query_ms"]:.2f} |')
+  return '\n'.join(lines)
+
+
+def plot(report, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  reranked = [r for r in report['rows'] if 'k' in r]
+  others = [r for r in report['rows'] if 'k' not in r]
+  figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+  ks = [r['k'] for r in reranked]
+  left.plot(ks, [100 * r['t2i/R@1'] for r in reranked], 'o-', label='Fast+Slow')
+  right.plot(ks, [r['query_ms'] for r in reranked], 'o-', label='Fast+Slow')
+  for row in others:
+    left.axhline(100 * row['t2i/R@1'], linestyle='--', label=row['name'])
+    right.axhline(row['query_ms'], linestyle='--', label=row['name'])
+  left.set(xlabel='K (candidates re-ranked)', ylabel='text→image R@1 (%)', xscale='log')
+  right.set(xlabel='K (candidates re-ranked)', ylabel='mean query time (ms)', xscale='log',
+            yscale='log')
+  for axis in (left, right):
+    axis.legend(fontsize=8)
+  figure.suptitle(f'{report["queries"]} queries, {report["gallery"]} images')
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  pyplot.close(figure)
+
+
+def write_report(output_dir, report):
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, 'fast_slow.json'), 'w') as f:
+    json.dump(report, f, indent=2)
+  with open(os.path.join(output_dir, 'fast_slow.md'), 'w') as f:
+    f.write(table(report) + '\n')
+  plot(report, os.path.join(output_dir, 'fast_slow.png'))

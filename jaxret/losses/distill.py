@@ -1,0 +1,53 @@
+"""Distilling a slow scorer into a fast dual encoder (Miech et al. 2021, Sec. 3.3)."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxret.losses import gather
+
+
+def distillation_loss(teacher_scores, student_logits, valid, *, teacher_temperature=1.0,
+                      axis_name=None):
+  """mean_i H(p_i, q_i) over the global batch of captions.
+
+  For caption y_i and its candidate images B_i (column 0: its own image x_i; the
+  others: other images of the batch), p_i = softmax_j(h(x_j, y_i) / T) is the
+  frozen teacher's distribution and q_i = softmax_j(student logits) the
+  student's; H(p, q) = −Σ_j p_j log q_j. Invalid candidates (`valid` False: a
+  batch too small to fill B_i) take part in neither softmax.
+
+  Args:
+    teacher_scores, student_logits, valid: (n, C) for this device's captions.
+    teacher_temperature: T.
+  Returns:
+    (loss, metrics), replicated.
+  """
+  minus_inf = jnp.finfo(jnp.float32).min
+  teacher = jnp.where(valid, teacher_scores.astype(jnp.float32) / teacher_temperature, minus_inf)
+  student = jnp.where(valid, student_logits.astype(jnp.float32), minus_inf)
+  p = jax.lax.stop_gradient(jax.nn.softmax(teacher, axis=-1))
+  cross_entropy = -jnp.sum(jnp.where(valid, p * jax.nn.log_softmax(student, axis=-1), 0.0))
+  agree = jnp.sum(jnp.argmax(teacher, -1) == jnp.argmax(student, -1))
+  teacher_top1 = jnp.sum(jnp.argmax(teacher, -1) == 0)
+  count = gather.psum(jnp.float32(teacher_scores.shape[0]), axis_name)
+  total, agree, teacher_top1 = gather.psum((cross_entropy, agree, teacher_top1), axis_name)
+  return total / count, {'distill/teacher_student_agree': agree / count,
+                         'distill/teacher_top1': teacher_top1 / count}
+
+
+def sample_candidates(rng, image_ids, num_candidates):
+  """B_i for every caption of the global batch: (B, C) row indices and validity.
+
+  Column 0 is the caption's own row; the others are distinct random rows whose
+  image id differs from the caption's. Drawn for the global batch from one key,
+  so every device (and every device count) gets the same candidates.
+  """
+  size = image_ids.shape[0]
+  noise = jax.random.uniform(rng, (size, size))
+  other = image_ids[:, None] != image_ids[None, :]
+  noise = jnp.where(other, noise, -1.0)
+  others = min(num_candidates - 1, size - 1)
+  picked_noise, picked = jax.lax.top_k(noise, others)
+  rows = jnp.concatenate([jnp.arange(size)[:, None], picked], axis=1)
+  valid = jnp.concatenate([jnp.ones((size, 1), bool), picked_noise >= 0], axis=1)
+  return rows, valid

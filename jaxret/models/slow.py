@@ -1,0 +1,81 @@
+"""The slow model of Miech et al. (2021): a bidirectional captioner that scores pairs.
+
+h(x, y) = log p_fwd(y | x) + log p_bwd(y | x): a forward decoder reads the
+caption left to right and a backward decoder right to left (the words reversed,
+see `losses/caption.py`), both cross-attending to the image's visual tokens
+(a ViT plus a feature pyramid, `models/pyramid.py`). The decoders share the
+token and position embeddings, the visual projection and the output layer.
+"""
+
+import flax.linen as nn
+
+from jaxret.losses import caption
+from jaxret.models import decoder as decoder_lib
+from jaxret.models import pyramid as pyramid_lib
+from jaxret.models import variants
+from jaxret.models import vit
+
+
+class SlowCaptioner(nn.Module):
+  """Methods: `visual_tokens(images)`, `log_likelihoods(visual, tokens, mask)`,
+  `score(visual, tokens, mask)` (h per pair) and `__call__(images, tokens, mask)`."""
+  vocab_size: int
+  text_len: int
+  image: dict
+  decoder: dict
+  pyramid: str = 'fine'
+  dtype: str = 'float32'
+  remat_policy: str = 'none'
+  scan_layers: bool = False
+
+  def setup(self):
+    self.image_encoder = vit.ViT(**self.image, remat_policy=self.remat_policy,
+                                 scan=self.scan_layers, dtype=self.dtype)
+    image_size = variants.decode(self.image['variant'], depth=self.image.get('depth'))
+    self.feature_pyramid = pyramid_lib.FeaturePyramid(
+        self.pyramid, image_size['patch_size'],
+        mid_block=f'block{max(image_size["depth"] // 2 - 1, 0):02d}', dtype=self.dtype)
+    size = variants.decode(self.decoder['variant'], depth=self.decoder.get('depth'))
+    width = size['width']
+    self.visual_projection = nn.Dense(width, dtype=self.dtype)
+    self.token_embedding = nn.Embed(self.vocab_size, width)
+    self.position_embedding = self.param(
+        'position_embedding', nn.initializers.normal(stddev=0.01), (self.text_len, width))
+    stack = dict(depth=size['depth'], num_heads=size['num_heads'], mlp_dim=size['mlp_dim'],
+                 dtype=self.dtype)
+    self.forward_decoder = decoder_lib.Decoder(**stack)
+    self.backward_decoder = decoder_lib.Decoder(**stack)
+    self.output = nn.Dense(self.vocab_size, dtype=self.dtype)
+
+  def visual_tokens(self, images):
+    """(B, H, W, 3) -> (B, tokens, width): what the decoders cross-attend to."""
+    _, vit_out = self.image_encoder(images)
+    return self.visual_projection(self.feature_pyramid(images, vit_out))
+
+  def next_token_logits(self, visual, tokens, mask, backward=False):
+    """Teacher-forced logits (P, L-1, V): position t predicts token t+1 of `tokens`
+    (already reversed for the backward decoder)."""
+    decoder = self.backward_decoder if backward else self.forward_decoder
+    inputs = tokens[:, :-1]
+    x = self.token_embedding(inputs) + self.position_embedding[None, :inputs.shape[1]]
+    return self.output(decoder(x.astype(self.dtype), visual, mask[:, :-1]))
+
+  def log_likelihoods(self, visual, tokens, mask):
+    """(log p_fwd(y | x), log p_bwd(y | x)), each (P,), for P (visual, caption) pairs."""
+    reversed_tokens = caption.reverse_captions(tokens, mask)
+    forward = caption.token_log_likelihood(
+        self.next_token_logits(visual, tokens, mask), tokens[:, 1:], mask[:, 1:])
+    backward = caption.token_log_likelihood(
+        self.next_token_logits(visual, reversed_tokens, mask, backward=True),
+        reversed_tokens[:, 1:], mask[:, 1:])
+    return forward, backward
+
+  def score(self, visual, tokens, mask):
+    """h(x, y) per pair: higher means the caption fits the image better."""
+    forward, backward = self.log_likelihoods(visual, tokens, mask)
+    return forward + backward
+
+  def __call__(self, images, tokens, mask, train=False):
+    del train
+    forward, backward = self.log_likelihoods(self.visual_tokens(images), tokens, mask)
+    return {'log_p_forward': forward, 'log_p_backward': backward}, {}

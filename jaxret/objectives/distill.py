@@ -1,0 +1,99 @@
+"""Thinking Fast and Slow's distillation: the fast dual encoder learns from the slow model.
+
+L = L_clip + α · mean_i H(p_i, q_i) (`losses/distill.py`), with p_i the frozen
+slow model's softmax over B_i of h(x, y_i)/T and q_i the student's softmax of
+its logit scale (or 1/τ) times f(x)·g(y_i). The teacher is the latest checkpoint
+of the slow workdir `loss.teacher`; its parameters live in the training state's
+extra part (checkpointed, never trained) and the student uses its tokenizer.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxret import errors
+from jaxret.config import workdir as workdir_config
+from jaxret.data import tokenizer as tokenizer_lib
+from jaxret.losses import clip
+from jaxret.losses import distill
+from jaxret.losses import gather
+from jaxret.parallel import shard
+
+
+def _teacher(loss_config):
+  """(teacher model, teacher config) of the slow workdir `loss.teacher`."""
+  if not loss_config.teacher:
+    raise errors.UserError('loss.teacher must name a trained slow-model workdir, e.g. '
+                           '--config.loss.teacher=/tmp/jaxret-slow (see configs/slow.py)')
+  from jaxret.train import setup  # pylint: disable=import-outside-toplevel  # (cycle)
+  config = workdir_config.load(loss_config.teacher)
+  tokenizer = tokenizer_lib.load_workdir(loss_config.teacher, config.data.text_len)
+  return setup.build_model(config, tokenizer), config
+
+
+class DistillObjective:
+  """CLIP + distillation from a frozen slow model; follows `objectives/dual.py`'s protocol,
+  plus `load_extra`, which fills in the teacher's parameters in a fresh state."""
+
+  def __init__(self, model, mesh, loss_config):
+    self.model = model
+    self.loss_config = loss_config
+    self.teacher_model, self.teacher_config = _teacher(loss_config)
+    self.loss = shard.over_batch(self._loss, mesh, num_args=9, replicated_argnums=(3, 8))
+
+  def init_params(self, rng, batch):
+    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
+
+  def init_extra(self, params):
+    del params
+    data = self.teacher_config.data
+    image = jnp.zeros((1, data.image_size, data.image_size, 3))
+    tokens = jnp.ones((1, data.text_len), jnp.int32)
+    shapes = jax.eval_shape(self.teacher_model.init, jax.random.PRNGKey(0), image, tokens, tokens)
+    return {'teacher': jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['params'])}
+
+  def load_extra(self, extra, shardings):
+    """The teacher's trained parameters in place of the placeholders of `init_extra`."""
+    from jaxret.train import inference  # pylint: disable=import-outside-toplevel  # (cycle)
+    teacher = inference.restore(self.teacher_config, self.loss_config.teacher).params
+    return {**extra, 'teacher': jax.device_put(teacher, shardings['teacher'])}
+
+  def _loss(self, image_emb, text_emb, image_ids, logit_scale, visual, tokens, mask, candidates,
+            teacher, *, axis_name):
+    contrastive, metrics = clip.clip_loss(image_emb, text_emb, image_ids, logit_scale,
+                                          axis_name=axis_name)
+    rows, valid = candidates
+    all_visual = gather.all_gather_no_grad(visual, axis_name)
+    all_images = gather.all_gather(image_emb, axis_name)
+    count = rows.shape[1]
+    pair_visual = all_visual[rows].reshape(-1, *all_visual.shape[1:])
+    teacher_scores = self.teacher_model.apply(
+        {'params': teacher}, pair_visual, jnp.repeat(tokens, count, axis=0),
+        jnp.repeat(mask, count, axis=0), method=self.teacher_model.score).reshape(rows.shape)
+    scale = (1.0 / self.loss_config.student_temperature if self.loss_config.student_temperature
+             else logit_scale)
+    student = scale * jnp.einsum('nd,ncd->nc', text_emb, all_images[rows])
+    kd, kd_metrics = distill.distillation_loss(
+        lax.stop_gradient(teacher_scores), student, valid,
+        teacher_temperature=self.loss_config.teacher_temperature, axis_name=axis_name)
+    metrics.update(kd_metrics, **{'distill/loss': kd, 'clip/loss': contrastive})
+    return contrastive + self.loss_config.alpha * kd, metrics
+
+  def __call__(self, params, extra, batch, rng, step):
+    del step
+    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
+                                  batch['text_mask'], train=True)
+    teacher = lax.stop_gradient(extra['teacher'])
+    visual = self.teacher_model.apply({'params': teacher}, batch['image'],
+                                      method=self.teacher_model.visual_tokens)
+    candidates = distill.sample_candidates(rng, batch['image_id'],
+                                           self.loss_config.num_candidates)
+    loss, metrics = self.loss(outputs['image_emb'], outputs['text_emb'], batch['image_id'],
+                              outputs['logit_scale'], lax.stop_gradient(visual), batch['text'],
+                              batch['text_mask'], candidates, teacher)
+    return loss, metrics, extra
+
+  def after_update(self, params, extra):
+    del params
+    return extra
+

@@ -1,0 +1,73 @@
+"""Fast top-K, then the slow model: final score = h + β · fast score (Miech et al. 2021)."""
+
+import numpy as np
+
+from jaxret import errors
+from jaxret.config import workdir as workdir_config
+from jaxret.rerank import scorer as scorer_lib
+from jaxret.rerank import visual_store
+from jaxret.train import inference
+
+
+def combine(slow_scores, fast_scores, beta):
+  """The final re-ranking score: h + β · fast. β = 0 ranks by h alone; a huge β keeps
+  the fast order (h only breaks ties)."""
+  return np.asarray(slow_scores, np.float32) + beta * np.asarray(fast_scores, np.float32)
+
+
+class FastSlowReranker:
+  """Re-ranks fast candidates with the slow model over stored visual tokens.
+
+  Also the serving hook (`jaxret/serve/rerank.py`): called with one query, its
+  candidate ids and fast scores, it returns (final scores, slow scores).
+  """
+  name = 'fast+slow'
+
+  def __init__(self, scorer, tokenizer, ids, visual, *, num_candidates, beta):
+    self.scorer = scorer
+    self.tokenizer = tokenizer
+    self.row_of = {image_id: row for row, image_id in enumerate(np.asarray(ids).tolist())}
+    self.visual = visual
+    self.num_candidates = num_candidates
+    self.beta = beta
+
+  def slow_scores(self, tokens, mask, candidate_ids):
+    """h for (Q, L) captions against their (Q, K) candidate ids."""
+    rows = np.vectorize(self.row_of.__getitem__, otypes=[np.int64])(np.asarray(candidate_ids))
+    return self.scorer.score(tokens, mask, self.visual[rows])
+
+  def rerank(self, tokens, mask, candidate_ids, fast_scores):
+    """(final, slow) scores, each (Q, K); order each row by final, descending."""
+    slow = self.slow_scores(tokens, mask, candidate_ids)
+    return combine(slow, fast_scores, self.beta), slow
+
+  def __call__(self, query, candidate_ids, fast_scores):
+    tokens, mask = self.tokenizer.encode([query])
+    final, slow = self.rerank(tokens, mask, [list(candidate_ids)], np.asarray(fast_scores)[None])
+    return final[0], slow[0]
+
+
+def restore_scorer(slow_workdir, rerank_config):
+  """The latest checkpoint of the slow workdir: (`SlowScorer`, its tokenizer, its step)."""
+  slow_config = workdir_config.load(slow_workdir)
+  restored = inference.restore(slow_config, slow_workdir)
+  scorer = scorer_lib.SlowScorer(
+      restored.model, restored.params, slow_config.data,
+      candidate_buckets=rerank_config.candidate_buckets,
+      length_buckets=rerank_config.length_buckets, storage_dtype=rerank_config.storage_dtype)
+  return scorer, restored.tokenizer, restored.step
+
+
+def for_workdir(config, workdir):
+  """The workdir's re-ranker, if its config names a slow model and the index has its tokens."""
+  rerank = config.get('rerank')
+  if rerank is None or not rerank.get('slow_workdir'):
+    return None
+  ids, visual, manifest = visual_store.load(visual_store.directory(workdir))
+  scorer, tokenizer, step = restore_scorer(rerank.slow_workdir, rerank)
+  if step != manifest['slow_step']:
+    raise errors.UserError(
+        f'the stored slow visual tokens come from step {manifest["slow_step"]} but '
+        f'{rerank.slow_workdir} is at step {step}; rebuild them with --mode=index')
+  return FastSlowReranker(scorer, tokenizer, ids, visual, num_candidates=rerank.k,
+                          beta=rerank.beta)

@@ -1,0 +1,74 @@
+"""h(x, y) of the slow model for batches of queries against candidate images, jit-compiled
+once per (queries, candidates, caption length) bucket."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxret.data import pipeline
+from jaxret.rerank import buckets as buckets_lib
+
+
+class SlowScorer:
+  """Scores captions against precomputed visual tokens.
+
+  `visual_tokens(images)` runs the image side once per gallery image (stored in
+  `storage_dtype`, e.g. bfloat16); `score(tokens, mask, visual)` runs only the
+  decoders, for Q queries against K candidates each, padded to buckets so that
+  queries of one bucket reuse one compiled program (`compilations` counts them).
+  """
+
+  def __init__(self, model, params, data_config, *, query_buckets=(1, 8, 32),
+               candidate_buckets=(10, 50, 100), length_buckets=(8, 16, 32),
+               image_batch=64, storage_dtype='float32'):
+    self.model = model
+    self.params = params
+    self.data_config = data_config
+    self.query_buckets = tuple(query_buckets)
+    self.candidate_buckets = tuple(candidate_buckets)
+    self.length_buckets = tuple(length_buckets)
+    self.image_batch = image_batch
+    self.storage_dtype = jnp.dtype(storage_dtype)
+    self.compilations = 0
+    self._visual = jax.jit(lambda p, images: model.apply(
+        {'params': p}, images, method=model.visual_tokens))
+    self._score = jax.jit(self._score_pairs)
+
+  def visual_tokens(self, images):
+    """uint8 (N, H, W, 3) -> (N, tokens, width) numpy in the storage dtype."""
+    out = []
+    for start in range(0, len(images), self.image_batch):
+      chunk = np.asarray(images[start:start + self.image_batch])
+      padded = buckets_lib.pad_rows(chunk, self.image_batch)
+      tokens = self._visual(self.params, pipeline.normalize_images(padded, self.data_config))
+      out.append(np.asarray(tokens.astype(self.storage_dtype))[:len(chunk)])
+    return np.concatenate(out)
+
+  def _score_pairs(self, params, tokens, mask, visual):
+    self.compilations += 1  # Runs only while tracing, i.e. once per compiled shape.
+    queries, candidates = visual.shape[:2]
+    pair_tokens = jnp.repeat(tokens, candidates, axis=0)
+    pair_mask = jnp.repeat(mask, candidates, axis=0)
+    pair_visual = visual.reshape(queries * candidates, *visual.shape[2:]).astype(jnp.float32)
+    scores = self.model.apply({'params': params}, pair_visual, pair_tokens, pair_mask,
+                              method=self.model.score)
+    return scores.reshape(queries, candidates)
+
+  def score(self, tokens, mask, visual):
+    """h for Q captions (tokens, mask: (Q, L)) against their K candidates (Q, K, T, D)."""
+    num_queries, num_candidates = visual.shape[:2]
+    tokens, mask = buckets_lib.trim_length(np.asarray(tokens), np.asarray(mask),
+                                           self.length_buckets)
+    q = buckets_lib.bucket(num_queries, self.query_buckets)
+    k = buckets_lib.bucket(num_candidates, self.candidate_buckets)
+    results = np.zeros((num_queries, num_candidates), np.float32)
+    for q0 in range(0, num_queries, q):  # More queries or candidates than the largest
+      for k0 in range(0, num_candidates, k):  # bucket: several calls of that bucket.
+        part = visual[q0:q0 + q, k0:k0 + k]
+        rows, cols = part.shape[:2]
+        part = np.stack([buckets_lib.pad_rows(row, k) for row in part])
+        scores = self._score(self.params, buckets_lib.pad_rows(tokens[q0:q0 + q], q),
+                             buckets_lib.pad_rows(mask[q0:q0 + q], q),
+                             buckets_lib.pad_rows(part, q))
+        results[q0:q0 + rows, k0:k0 + cols] = np.asarray(scores)[:rows, :cols]
+    return results

@@ -1,0 +1,161 @@
+"""Thinking Fast and Slow: the slow model's score, its distillation loss, re-ranking."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxret.losses import caption
+from jaxret.losses import distill
+from jaxret.models import slow
+from jaxret.rerank import reranker as reranker_lib
+from jaxret.rerank import scorer as scorer_lib
+
+VOCAB, LENGTH = 30, 10
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  model = slow.SlowCaptioner(vocab_size=VOCAB, text_len=LENGTH, image={'variant': 'mu/8'},
+                             decoder={'variant': 'mu', 'depth': 1}, pyramid='fine')
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(3, 32, 32, 3)).astype(np.float32)
+  tokens = np.array([[2, 7, 9, 11, 3, 0, 0, 0, 0, 0],
+                     [2, 5, 3, 0, 0, 0, 0, 0, 0, 0],
+                     [2, 6, 8, 10, 12, 14, 16, 18, 3, 0]], np.int32)
+  mask = (tokens > 0).astype(np.int32)
+  params = model.init(jax.random.key(0), images, tokens, mask)['params']
+  return model, params, images, tokens, mask
+
+
+def _numpy_log_likelihood(logits, tokens, mask):
+  """Σ over real next tokens of log softmax, in float64, row by row."""
+  logits = np.float64(logits)
+  totals = []
+  for row_logits, row_tokens, row_mask in zip(logits, tokens, mask):
+    length = int(row_mask.sum())
+    total = 0.0
+    for t in range(length - 1):  # Position t predicts token t + 1.
+      z = row_logits[t] - row_logits[t].max()
+      total += z[row_tokens[t + 1]] - np.log(np.exp(z).sum())
+    totals.append(total)
+  return np.array(totals)
+
+
+def test_h_is_the_sum_of_both_decoders_log_likelihoods(tiny):
+  model, params, images, tokens, mask = tiny
+  visual = model.apply({'params': params}, images, method=model.visual_tokens)
+  reversed_by_hand = tokens.copy()
+  for row, length in enumerate(mask.sum(1)):
+    reversed_by_hand[row, 1:length - 1] = tokens[row, 1:length - 1][::-1]
+  forward_logits = model.apply({'params': params}, visual, tokens, mask,
+                               method=model.next_token_logits)
+  backward_logits = model.apply({'params': params}, visual, reversed_by_hand, mask, True,
+                                method=model.next_token_logits)
+  expected = (_numpy_log_likelihood(forward_logits, tokens, mask)
+              + _numpy_log_likelihood(backward_logits, reversed_by_hand, mask))
+  h = model.apply({'params': params}, visual, tokens, mask, method=model.score)
+  np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-4)
+  out, _ = model.apply({'params': params}, images, tokens, mask)
+  np.testing.assert_allclose(out['log_p_forward'] + out['log_p_backward'], expected,
+                             rtol=1e-5, atol=1e-4)
+
+
+def test_backward_decoder_reads_the_reversed_caption():
+  tokens = jnp.array([[2, 7, 9, 11, 3, 0], [2, 5, 3, 0, 0, 0], [2, 3, 0, 0, 0, 0]])
+  reversed_tokens = caption.reverse_captions(tokens, (tokens > 0).astype(jnp.int32))
+  assert reversed_tokens.tolist() == [[2, 11, 9, 7, 3, 0], [2, 5, 3, 0, 0, 0],
+                                      [2, 3, 0, 0, 0, 0]]
+
+
+def test_padding_does_not_change_h(tiny):
+  model, params, images, tokens, mask = tiny
+  visual = model.apply({'params': params}, images, method=model.visual_tokens)
+  junk = np.where(mask > 0, tokens, 17)  # Garbage where the mask is 0.
+  h = model.apply({'params': params}, visual, tokens, mask, method=model.score)
+  h_junk = model.apply({'params': params}, visual, junk, mask, method=model.score)
+  np.testing.assert_allclose(h, h_junk, atol=1e-5)
+
+
+def _numpy_distillation(teacher, student, valid, temperature):
+  total = 0.0
+  for t_row, s_row, v_row in zip(np.float64(teacher), np.float64(student), valid):
+    t, s = t_row[v_row] / temperature, s_row[v_row]
+    p = np.exp(t - t.max()) / np.exp(t - t.max()).sum()
+    log_q = s - s.max() - np.log(np.exp(s - s.max()).sum())
+    total += -(p * log_q).sum()
+  return total / len(teacher)
+
+
+def test_distillation_loss_against_numpy():
+  rng = np.random.default_rng(1)
+  teacher = rng.normal(scale=5, size=(6, 5)).astype(np.float32)
+  student = rng.normal(scale=3, size=(6, 5)).astype(np.float32)
+  valid = np.ones((6, 5), bool)
+  valid[2, 3:] = False  # A caption with fewer candidates.
+  loss, metrics = distill.distillation_loss(teacher, student, valid, teacher_temperature=2.0)
+  np.testing.assert_allclose(loss, _numpy_distillation(teacher, student, valid, 2.0),
+                             rtol=1e-5)
+  assert 0 <= metrics['distill/teacher_student_agree'] <= 1
+  # Only the student receives gradient, and it is p - q per row (over valid entries).
+  grad = jax.grad(lambda s: distill.distillation_loss(teacher, s, valid)[0])(student)
+  assert np.all(grad[~valid] == 0)
+  np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-6)
+
+
+def test_candidates_are_self_then_other_images():
+  ids = jnp.array([0, 1, 1, 2, 3, 4, 5, 6])
+  rows, valid = distill.sample_candidates(jax.random.key(3), ids, 4)
+  assert rows.shape == (8, 4) and bool(valid.all())
+  np.testing.assert_array_equal(rows[:, 0], np.arange(8))
+  for i, row in enumerate(np.asarray(rows)):
+    assert len(set(row.tolist())) == 4
+    assert all(ids[j] != ids[i] for j in row[1:])
+  rows_again, _ = distill.sample_candidates(jax.random.key(3), ids, 4)
+  np.testing.assert_array_equal(rows, rows_again)
+  # Too few other images: the missing candidates are marked invalid.
+  _, valid = distill.sample_candidates(jax.random.key(0), jnp.array([0, 0, 1]), 3)
+  assert np.asarray(valid).tolist() == [[True, True, False], [True, True, False],
+                                        [True, True, True]]
+
+
+def _scorer(tiny, **kwargs):
+  model, params, *_ = tiny
+  data = ml_collections.ConfigDict({'image_mean': (0.5,) * 3, 'image_std': (0.5,) * 3})
+  return scorer_lib.SlowScorer(model, params, data, length_buckets=(8, 10), **kwargs)
+
+
+def test_scorer_compiles_once_per_bucket(tiny):
+  model, params, images, tokens, mask = tiny
+  scorer = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,))
+  uint8 = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)
+  visual = scorer.visual_tokens(uint8)
+  for row in (0, 1):  # Two captions of different lengths, both in the length-8 bucket.
+    for count in (3, 4):  # 3 candidates are padded to the bucket of 4.
+      scores = scorer.score(tokens[row:row + 1], mask[row:row + 1], visual[None, :count])
+      expected = model.apply({'params': params}, jnp.asarray(visual[:count], jnp.float32),
+                             np.repeat(tokens[row:row + 1], count, 0),
+                             np.repeat(mask[row:row + 1], count, 0), method=model.score)
+      np.testing.assert_allclose(scores[0], expected, rtol=1e-5, atol=1e-4)
+  assert scorer.compilations == 1
+  scorer.score(tokens[2:3], mask[2:3], visual[None, :4])  # A longer caption: bucket 10.
+  assert scorer.compilations == 2
+
+
+def test_rerank_orders_by_h_alone_with_beta_0_and_by_fast_alone_with_huge_beta(tiny):
+  _, _, _, tokens, mask = tiny
+  scorer = _scorer(tiny, candidate_buckets=(5,), query_buckets=(1,))
+  uint8 = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)
+  visual = scorer.visual_tokens(uint8)
+  ids = np.array(['a', 'b', 'c', 'd', 'e'])
+  fast = np.array([[0.9, 0.7, 0.5, 0.3, 0.1]], np.float32)
+  candidates = [['e', 'c', 'a', 'd', 'b']]
+  by_h = reranker_lib.FastSlowReranker(scorer, None, ids, visual, num_candidates=5, beta=0.0)
+  final, slow_scores = by_h.rerank(tokens[:1], mask[:1], candidates, fast)
+  np.testing.assert_array_equal(final, slow_scores)
+  np.testing.assert_array_equal(np.argsort(-final[0]), np.argsort(-slow_scores[0]))
+  by_fast = reranker_lib.FastSlowReranker(scorer, None, ids, visual, num_candidates=5,
+                                          beta=1e9)
+  final, _ = by_fast.rerank(tokens[:1], mask[:1], candidates, fast)
+  assert np.argsort(-final[0]).tolist() == [0, 1, 2, 3, 4]
