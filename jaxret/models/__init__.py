@@ -4,6 +4,7 @@ from jaxret import registry
 
 MODELS = {
     'dual_encoder': 'jaxret.models.dual_encoder:DualEncoder',
+    'albef': 'jaxret.models.albef:Albef',
 }
 
 

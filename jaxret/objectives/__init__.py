@@ -5,6 +5,8 @@ from jaxret import registry
 
 OBJECTIVES = {
     'clip': 'jaxret.objectives.dual:ClipObjective',
+    'albef': 'jaxret.objectives.albef:AlbefObjective',
+    'wenlan': 'jaxret.objectives.moco:WenLanObjective',
 }
 
 

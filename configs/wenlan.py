@@ -1,0 +1,30 @@
+r"""WenLan/BriVL on the built-in data: MoCo across modalities, two momentum key
+encoders and two queues, on the demo's dual encoder.
+
+  python -m jaxret.main --mode=demo --config=configs/wenlan.py --workdir=/tmp/jaxret-wenlan
+
+RESULTS_PLACEHOLDER
+
+Arguments (`configs/wenlan.py:runlocal,steps=50`):
+  runlocal: a seconds-long smoke run (tiny model, few steps, small splits).
+  steps: number of training steps (default from the mode).
+"""
+
+from configs import demo
+from jaxret.config import args as args_lib
+
+import ml_collections
+
+
+def get_config(arg=None):
+  arg = args_lib.parse_arg(arg, runlocal=False, steps=0)
+  config = demo.get_config('runlocal' if arg.runlocal else None)
+  if arg.steps:
+    config.total_steps = arg.steps
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'wenlan'
+  config.loss.queue_size = 256 if arg.runlocal else 4096  # BriVL: 9600.
+  config.loss.momentum = 0.99  # BriVL's.
+  config.loss.temperature = 0.07  # Fixed, as in BriVL.
+  config.loss.exclude_same_id = True
+  return config
