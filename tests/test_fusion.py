@@ -22,16 +22,17 @@ def _fusion_inputs():
 def test_fusion_ignores_padding_and_reads_the_image(prenorm):
   text, mask, image = _fusion_inputs()
   model = fusion.FusionEncoder(variant='mu', depth=2, prenorm=prenorm)
-  params = model.init(jax.random.key(0), text, mask, image)
-  fused, out = model.apply(params, text, mask, image)
+  params = jax.jit(model.init)(jax.random.key(0), text, mask, image)
+  apply = jax.jit(model.apply)
+  fused, out = apply(params, text, mask, image)
   assert fused.shape == (2, 6, 32) and 'block01' in out
   padded = text.copy()
   padded[0, 4:] = 9.0  # Content under padding changes nothing at real positions.
-  np.testing.assert_allclose(model.apply(params, padded, mask, image)[0][0, :4], fused[0, :4],
+  np.testing.assert_allclose(apply(params, padded, mask, image)[0][0, :4], fused[0, :4],
                              atol=1e-5)
   other_image = image.copy()
   other_image[0] += 1.0  # Another image changes its own row only.
-  changed = model.apply(params, text, mask, other_image)[0]
+  changed = apply(params, text, mask, other_image)[0]
   assert not np.allclose(changed[0], fused[0], atol=1e-3)
   np.testing.assert_allclose(changed[1], fused[1], atol=1e-6)
   block = params['params']['block00']
@@ -54,7 +55,8 @@ def test_cross_attention_block_keeps_existing_blocks_unchanged():
                                      'norm2']
 
 
-def _albef():
+@pytest.fixture(scope='module')
+def tiny_albef():
   model = albef.Albef(vocab_size=40, text_len=8, image={'variant': 'mu/8'},
                       text={'variant': 'mu', 'depth': 1}, fusion={'variant': 'mu', 'depth': 1},
                       embed_dim=16)
@@ -62,27 +64,31 @@ def _albef():
   tokens = jnp.array([[2, 7, 9, 3, 0, 0, 0, 0], [2, 5, 3, 0, 0, 0, 0, 0],
                       [2, 8, 8, 8, 6, 3, 0, 0]], jnp.int32)
   mask = (tokens > 0).astype(jnp.int32)
-  params = model.init(jax.random.key(0), images, tokens, mask)
+  params = jax.jit(model.init)(jax.random.key(0), images, tokens, mask)
   return model, params, images, tokens, mask
 
 
-def test_albef_outputs_and_itm_scores():
-  model, params, images, tokens, mask = _albef()
-  outputs, _ = model.apply(params, images, tokens, mask)
+def test_albef_outputs_and_itm_scores(tiny_albef):
+  model, params, images, tokens, mask = tiny_albef
+  outputs, _ = jax.jit(model.apply)(params, images, tokens, mask)
   np.testing.assert_allclose(np.linalg.norm(outputs['image_emb'], axis=1), 1, atol=1e-5)
   assert outputs['text_emb'].shape == (3, 16)
   assert outputs['itm_logits'].shape == (3, 2) and outputs['mlm_logits'].shape == (3, 8, 40)
   np.testing.assert_allclose(outputs['temperature'], 0.07, rtol=1e-6)
-  image_emb, image_out = model.apply(params, images, method=model.encode_image)
+  image_emb, image_out = jax.jit(
+      lambda p, x: model.apply(p, x, method=model.encode_image))(params, images)
   np.testing.assert_allclose(image_emb, outputs['image_emb'], atol=1e-6)
-  scores = model.apply(params, image_out['encoded'], tokens, mask, method=model.itm_scores)
+  scores = jax.jit(lambda p, *x: model.apply(p, *x, method=model.itm_scores))(
+      params, image_out['encoded'], tokens, mask)
   logits = outputs['itm_logits']
   np.testing.assert_allclose(scores, logits[:, 1] - logits[:, 0], atol=1e-5)
 
 
-def test_albef_temperature_is_clamped():
-  model, params, images, tokens, mask = _albef()
+def test_albef_temperature_is_clamped(tiny_albef):
+  model, params, *_ = tiny_albef
+  params = {'params': dict(params['params'])}
+  temperature = jax.jit(lambda p: model.apply(p, method=model.clamped_temperature))
   for raw, clamped in ((1e-5, albef.MIN_TEMPERATURE), (3.0, albef.MAX_TEMPERATURE)):
     params['params']['temp'] = jnp.float32(raw)
-    outputs, _ = model.apply(params, images, tokens, mask)
+    outputs = {'temperature': temperature(params)}
     np.testing.assert_allclose(outputs['temperature'], clamped, rtol=1e-6)

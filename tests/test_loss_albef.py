@@ -181,6 +181,19 @@ def test_itm_loss_matches_numpy_and_ignores_zero_weights():
   correct = (logits.argmax(1) == labels) * weights
   np.testing.assert_allclose(metrics['itm_accuracy'], correct.sum() / weights.sum(), rtol=1e-6)
 
+  def reference(x):
+    return (weights * -_log_softmax(x)[np.arange(12), labels]).sum() / weights.sum()
+
+  with jax.enable_x64(True):
+    grad = np.asarray(jax.grad(lambda x: itm.itm_loss(x, labels, weights)[0])(np.float64(logits)))
+    eps, numeric = 1e-6, np.zeros_like(grad)
+    for index in np.ndindex(*grad.shape):
+      plus, minus = np.float64(logits), np.float64(logits)
+      plus[index] += eps
+      minus[index] -= eps
+      numeric[index] = (reference(plus) - reference(minus)) / (2 * eps)
+  np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-8)
+
 
 def test_itm_loss_sharded_equals_single_device():
   rng = np.random.default_rng(3)
