@@ -5,6 +5,7 @@ from jaxret import registry
 MODELS = {
     'dual_encoder': 'jaxret.models.dual_encoder:DualEncoder',
     'slow_captioner': 'jaxret.models.slow:SlowCaptioner',
+    'albef': 'jaxret.models.albef:Albef',
 }
 
 

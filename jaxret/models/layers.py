@@ -82,6 +82,40 @@ class EncoderBlock(nn.Module):
     return norm2(x + mlp(x))
 
 
+class CrossAttentionBlock(nn.Module):
+  """Self-attention, cross-attention to a context, MLP: one layer of a fusion
+  encoder (ALBEF's multimodal BERT layers), pre-LN or post-LN.
+
+  The queries `x` (B, L, D) attend to each other under `attention_mask`, then to
+  `context` (B, T, C) under `context_mask` (None: every context token); C may
+  differ from D, since the key and value projections map C to D.
+  """
+  num_heads: int
+  mlp_dim: int
+  prenorm: bool = True
+  activation: str = 'gelu'
+  layer_norm_eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context, attention_mask=None, context_mask=None):
+    attention = Attention(self.num_heads, self.dtype, name='attention')
+    cross_attention = Attention(self.num_heads, self.dtype, name='cross_attention')
+    mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, name='mlp')
+    norm1 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm1')
+    cross_norm = nn.LayerNorm(epsilon=self.layer_norm_eps, name='cross_norm')
+    norm2 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm2')
+    context = context.astype(x.dtype)
+    if self.prenorm:
+      y = norm1(x)
+      x = x + attention(y, y, mask=attention_mask)
+      x = x + cross_attention(cross_norm(x), context, mask=context_mask)
+      return x + mlp(norm2(x))
+    x = norm1(x + attention(x, x, mask=attention_mask))
+    x = cross_norm(x + cross_attention(x, context, mask=context_mask))
+    return norm2(x + mlp(x))
+
+
 class _ScannedBlock(EncoderBlock):
   """An EncoderBlock in `nn.scan`'s (carry, x) -> (carry, y) form."""
 

@@ -7,6 +7,8 @@ OBJECTIVES = {
     'clip': 'jaxret.objectives.dual:ClipObjective',
     'caption': 'jaxret.objectives.slow:CaptionObjective',
     'distill': 'jaxret.objectives.distill:DistillObjective',
+    'albef': 'jaxret.objectives.albef:AlbefObjective',
+    'wenlan': 'jaxret.objectives.moco:WenLanObjective',
 }
 
 

@@ -1,0 +1,33 @@
+r"""WenLan/BriVL on the built-in data: MoCo across modalities, two momentum key
+encoders and two queues, on the demo's dual encoder.
+
+  python -m jaxret.main --mode=demo --config=configs/wenlan.py --workdir=/tmp/jaxret-wenlan
+
+RESULTS_PLACEHOLDER
+
+Arguments (`configs/wenlan.py:runlocal,steps=50`):
+  runlocal: a seconds-long smoke run (tiny model, few steps, small splits).
+  steps: number of training steps (default from the mode).
+  paper: BriVL's queue of 9600 instead of 4096.
+"""
+
+from configs import demo
+from jaxret.config import args as args_lib
+
+import ml_collections
+
+
+def get_config(arg=None):
+  arg = args_lib.parse_arg(arg, runlocal=False, steps=0, paper=False)
+  config = demo.get_config('runlocal' if arg.runlocal else None)
+  if arg.steps:
+    config.total_steps = arg.steps
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'wenlan'
+  # BriVL's 9600 keys are 75 batches here, up to 75 steps old in a 350-step
+  # run; 4096 (32 batches) keeps the queued keys close to the current encoder.
+  config.loss.queue_size = 9600 if arg.paper else 256 if arg.runlocal else 4096
+  config.loss.momentum = 0.99  # BriVL's.
+  config.loss.temperature = 0.07  # Fixed, as in BriVL.
+  config.loss.exclude_same_id = True
+  return config

@@ -1,0 +1,82 @@
+"""ALBEF's image–text contrastive loss against a queue, with momentum distillation."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxret.losses import clip
+from jaxret.losses import gather
+from jaxret.losses import queue as queue_lib
+
+# Logit of a key that must not count (an empty queue slot): exp() underflows to
+# exactly 0, and being finite, 0 × it stays 0 in a soft cross-entropy.
+MASKED_LOGIT = -1e30
+
+
+def masked_logits(logits, valid_columns):
+  return jnp.where(valid_columns[None, :], logits, MASKED_LOGIT)
+
+
+def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queue, text_queue,
+             queue_ids, temperature, alpha, *, axis_name=None):
+  """ITC with momentum distillation (ALBEF, Li et al. 2021, eq. 1-2 and §3.3).
+
+  The keys are the momentum encoders' embeddings of the global batch of N
+  pairs followed by the queue, K_t = [t'_1..t'_N; Q_t] and K_v = [v'_1..v'_N;
+  Q_v], with image ids id(K). With τ the temperature, v_i, t_i the online and
+  v'_i, t'_i the momentum embeddings of pair i,
+
+    s_i2t(i, j) = v_i·K_t(j) / τ,      s'_i2t(i, j) = v'_i·K_t(j) / τ,
+    y_i2t(i)    = α softmax_j(s'_i2t(i, ·)) + (1 − α) P_i,
+    L_itc = 1/(2N) Σ_i [ H(y_i2t(i), softmax s_i2t(i, ·)) + H(y_t2i(i), softmax s_t2i(i, ·)) ]
+
+  and likewise t2i with t_i, t'_i against K_v. P_i is uniform over the keys
+  whose image id equals pair i's (its own momentum key, other captions of its
+  image in the batch and queued copies: ALBEF's retrieval fine-tuning), so
+  α = 0 gives plain InfoNCE over batch + queue. Empty queue slots (id
+  `queue.EMPTY_ID`) are left out of every softmax. Targets carry no gradient.
+
+  Sharded: each device scores its own rows against the all-gathered momentum
+  keys (no gradient needed: they are constants) and the replicated queue, and
+  the row sums are psum-ed, which equals the single-device loss.
+
+  Args:
+    image_emb, text_emb: (n, D) online unit embeddings of this device's pairs.
+    image_emb_m, text_emb_m: (n, D) momentum unit embeddings of the same pairs.
+    image_ids: (n,) image ids.
+    image_queue, text_queue: (K, D) queued momentum embeddings (replicated).
+    queue_ids: (K,) their image ids, `queue.EMPTY_ID` in unwritten slots.
+    temperature: scalar τ (already clamped).
+    alpha: scalar distillation weight α in [0, 1].
+    axis_name: mesh axis of the batch, or None on one device.
+
+  Returns:
+    (loss, metrics) with scalar, replicated values.
+  """
+  all_image_m = gather.all_gather_no_grad(image_emb_m, axis_name)
+  all_text_m = gather.all_gather_no_grad(text_emb_m, axis_name)
+  all_ids = gather.all_gather(image_ids, axis_name)
+  key_ids = jnp.concatenate([all_ids, queue_ids.astype(all_ids.dtype)])
+  valid = key_ids != queue_lib.EMPTY_ID
+  same_id = gather.same_id_targets(image_ids, key_ids)
+
+  def direction(queries, queries_m, keys):
+    keys = keys.astype(jnp.float32)
+    logits = masked_logits(queries.astype(jnp.float32) @ keys.T / temperature, valid)
+    logits_m = masked_logits(queries_m.astype(jnp.float32) @ keys.T / temperature, valid)
+    targets = jax.lax.stop_gradient(
+        alpha * jax.nn.softmax(logits_m, axis=-1) + (1 - alpha) * same_id)
+    hits = jnp.take_along_axis(same_id, jnp.argmax(logits, 1)[:, None], 1) > 0
+    return clip.soft_cross_entropy_sum(logits, targets), hits.sum()
+
+  sum_i2t, hits_i2t = direction(image_emb, image_emb_m,
+                                jnp.concatenate([all_text_m, text_queue.astype(all_text_m.dtype)]))
+  sum_t2i, hits_t2i = direction(text_emb, text_emb_m,
+                                jnp.concatenate([all_image_m, image_queue.astype(all_image_m.dtype)]))
+  global_size = all_ids.shape[0]
+  sum_i2t, sum_t2i, hits_i2t, hits_t2i = gather.psum(
+      (sum_i2t, sum_t2i, hits_i2t, hits_t2i), axis_name)
+  loss = (sum_i2t + sum_t2i) / (2 * global_size)
+  metrics = {'itc_loss': loss, 'temperature': temperature, 'alpha': alpha,
+             'queue_fill': jnp.mean((queue_ids != queue_lib.EMPTY_ID).astype(jnp.float32)),
+             'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
+  return loss, metrics

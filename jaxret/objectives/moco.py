@@ -1,0 +1,64 @@
+"""WenLan/BriVL (MoCo across modalities): momentum key encoders and two key queues."""
+
+import functools
+
+import jax
+
+from jaxret import errors
+from jaxret.losses import moco
+from jaxret.losses import queue as queue_lib
+from jaxret.objectives import momentum as momentum_lib
+from jaxret.parallel import shard
+
+
+class WenLanObjective:
+  """Image queries against text keys (the momentum text encoder's, plus a text
+  queue) and text queries against image keys and an image queue
+  (`losses/moco.py`), on a dual encoder.
+
+  Loss settings: `queue_size` (K, a multiple of the global batch; BriVL: 9600),
+  `momentum` (BriVL: 0.99), `temperature` (fixed; 0.07), `exclude_same_id`
+  (queued keys of the query's own image are not negatives). The dual
+  encoder's learnable logit scale is not used (T is fixed).
+
+  Extra state: `momentum` (the EMA of the parameters) and `queue` (`ids`,
+  `image`, `text`, `ptr`). Each step enqueues the momentum keys of the whole
+  global batch after the loss; `after_update` moves the EMA.
+  """
+
+  def __init__(self, model, mesh, loss_config):
+    self.model = model
+    self.queue_size = int(loss_config.queue_size)
+    self.momentum = float(loss_config.momentum)
+    if not 0 <= self.momentum < 1:
+      raise errors.UserError(f'loss.momentum must be in [0, 1), got {self.momentum}')
+    loss_fn = functools.partial(moco.wenlan_loss, temperature=float(loss_config.temperature),
+                                exclude_same_id=bool(loss_config.exclude_same_id))
+    self.loss = shard.over_batch(loss_fn, mesh, num_args=8, replicated_argnums=(5, 6, 7))
+
+  def init_params(self, rng, batch):
+    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
+
+  def init_extra(self, params):
+    dim = self.model.embed_dim
+    return {'momentum': momentum_lib.copy(params),
+            'queue': queue_lib.init(self.queue_size, {'image': dim, 'text': dim})}
+
+  def _embed(self, params, batch):
+    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
+                                  batch['text_mask'], train=True)
+    return outputs['image_emb'], outputs['text_emb']
+
+  def __call__(self, params, extra, batch, rng, step):
+    del rng, step
+    queue_lib.check_size(self.queue_size, batch['image_id'].shape[0])
+    image_emb, text_emb = self._embed(params, batch)
+    image_key, text_key = jax.lax.stop_gradient(self._embed(extra['momentum'], batch))
+    queue = extra['queue']
+    loss, metrics = self.loss(image_emb, text_emb, image_key, text_key, batch['image_id'],
+                              queue['image'], queue['text'], queue['ids'])
+    new_queue = queue_lib.enqueue(queue, batch['image_id'], image=image_key, text=text_key)
+    return loss, metrics, {**extra, 'queue': new_queue}
+
+  def after_update(self, params, extra):
+    return {**extra, 'momentum': momentum_lib.ema(extra['momentum'], params, self.momentum)}
