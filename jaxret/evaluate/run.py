@@ -7,8 +7,6 @@ import time
 import jax
 
 from jaxret.data import sources
-from jaxret.evaluate import embed
-from jaxret.evaluate import recall
 from jaxret.evaluate import retrieval
 from jaxret.train import inference
 
@@ -25,7 +23,10 @@ def write_json(path, payload):
 
 def format_table(results):
   rows = ['| direction | R@1 | R@5 | R@10 | median rank |', '|---|---|---|---|---|']
-  for name, label in (('t2i', 'text→image'), ('i2t', 'image→text')):
+  directions = (('i2i', 'image→image'), ('t2i', 'text→image'), ('i2t', 'image→text'))
+  for name, label in directions:
+    if f'{name}/R@1' not in results:  # i2i: only for eval.task='image_image'.
+      continue
     rows.append(f'| {label} | ' + ' | '.join(
         f'{100 * results[f"{name}/R@{k}"]:.1f}' for k in (1, 5, 10))
                 + f' | {results[f"{name}/median_rank"]:.0f} |')
@@ -37,12 +38,10 @@ def evaluate(config, workdir, step=None):
   start = time.time()
   restored = inference.restore(config, workdir, step)
   records = sources.load_split(config.data, config.eval.split)
-  embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
-  image_emb, text_emb, text_image_ids, _ = retrieval.embed_split(
-      embedder, restored.params, records, restored.tokenizer)
-  results = recall.retrieval_metrics(image_emb, records.image_ids, text_emb, text_image_ids)
-  results.update(step=restored.step, split=config.eval.split, num_images=len(records),
-                 num_texts=len(text_image_ids), chance_t2i_R1=1 / len(records),
+  evaluator = retrieval.RetrievalEvaluator(restored.model, restored.mesh, records,
+                                           restored.tokenizer, config, split=config.eval.split)
+  results = evaluator(restored.params)
+  results.update(step=restored.step, split=config.eval.split, **evaluator.summary(),
                  seconds=time.time() - start)
   write_json(os.path.join(workdir, 'eval', 'results.json'), results)
   return results

@@ -4,6 +4,7 @@ from jaxret import registry
 
 MODELS = {
     'dual_encoder': 'jaxret.models.dual_encoder:DualEncoder',
+    'late_interaction': 'jaxret.models.late_interaction:LateInteractionDualEncoder',
 }
 
 

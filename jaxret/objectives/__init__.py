@@ -5,6 +5,10 @@ from jaxret import registry
 
 OBJECTIVES = {
     'clip': 'jaxret.objectives.dual:ClipObjective',
+    'filip': 'jaxret.objectives.filip:FilipObjective',
+    'irt': 'jaxret.objectives.irt:IrtObjective',
+    'irt_image': 'jaxret.objectives.irt:IrtImageObjective',
+    'siglip': 'jaxret.objectives.siglip:SiglipObjective',
 }
 
 
