@@ -1,6 +1,8 @@
 """IRT's image-to-image mode: scene labels, the multi-view gallery, Recall@K by
 label; and PCA of exported descriptors."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from jaxret.evaluate import image_retrieval
 from jaxret.evaluate import recall
 from jaxret.export import pca
 from jaxret.objectives import labels
+from conftest import run_main
 
 
 def _unit(rows):
@@ -81,3 +84,23 @@ def test_pca_keeps_the_top_variance_directions_and_unit_norms():
   np.testing.assert_array_equal(pca.fit(emb, 2)[1], components)
   with pytest.raises(ValueError):
     pca.fit(emb, 7)
+
+
+def test_image_mode_end_to_end_with_pca_export(tmp_path):
+  """Train two steps on labels, evaluate image→image, export PCA-reduced descriptors."""
+  result = run_main('--mode=demo', '--config=configs/irt_image.py:runlocal,steps=2',
+                    f'--workdir={tmp_path}', '--config.export.pca_dim=8')
+  assert '| image→image |' in result.stdout
+  with open(tmp_path / 'eval' / 'results.json') as f:
+    results = json.load(f)
+  assert 0 <= results['i2i/R@1'] <= results['i2i/R@10'] <= 1
+  assert results['num_i2i_images'] == 2 * results['num_images']
+  assert 't2i/R@1' in results  # The text metrics are there too (near chance).
+  with np.load(tmp_path / 'export' / 'embeddings.npz') as exported:
+    reduced = exported['image_emb_pca']
+    assert reduced.shape == (len(exported['image_ids']), 8)
+    assert exported['text_emb_pca'].shape == (len(exported['text_image_ids']), 8)
+    np.testing.assert_allclose(np.linalg.norm(reduced, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(
+        pca.apply(exported['image_emb'], exported['pca_mean'], exported['pca_components']),
+        reduced, atol=1e-6)

@@ -70,11 +70,8 @@ class IrtImageObjective(IrtObjective):
   looked up from its row in the training split. Captions are not used.
   Memory slots hold (descriptor, label)."""
 
-  def __init__(self, model, mesh, loss_config):  # pylint: disable=super-init-not-called
-    self.model = model
-    self.mesh = mesh
-    self.memory_size = loss_config.memory_size
-    self.memory_start = loss_config.memory_start
+  def __init__(self, model, mesh, loss_config):
+    super().__init__(model, mesh, loss_config)
     self.label_kind = loss_config.labels
     self.data_config = loss_config.data
     self._labels = None
