@@ -3,7 +3,7 @@
 Training evaluates with `config.eval.periodic_evaluator` on
 `eval.periodic_split`; `--mode=eval` with `config.eval.evaluator` on
 `eval.split`. An evaluator is built as `cls(model, mesh, records, tokenizer, config,
-output_dir=None)` and called with the parameters; it returns flat metrics with
+split=..., output_dir=None)` (`split` names the records' split) and called with the parameters; it returns flat metrics with
 at least `t2i/R@1`, `t2i/R@5`, `t2i/R@10` (and may write extra files to
 `output_dir`, which `--mode=eval` sets to `DIR/eval`).
 """
@@ -17,7 +17,8 @@ EVALUATORS = {
 }
 
 
-def build(name, config, model, mesh, records, tokenizer, output_dir=None):
+def build(name, config, model, mesh, records, tokenizer, split, output_dir=None):
   """`name`: `config.eval.evaluator` (--mode=eval) or `config.eval.periodic_evaluator`."""
   evaluator_cls = registry.resolve(name, EVALUATORS, 'evaluator')
-  return evaluator_cls(model, mesh, records, tokenizer, config, output_dir=output_dir)
+  return evaluator_cls(model, mesh, records, tokenizer, config, split=split,
+                       output_dir=output_dir)

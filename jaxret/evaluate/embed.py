@@ -11,17 +11,23 @@ from jaxret.parallel import mesh as mesh_lib
 class Embedder:
   """Embeds arrays in fixed-size global batches (the last one padded), so each
   tower compiles once. Every process passes the same full arrays; each feeds its
-  own rows of each batch and gets all results back."""
+  own rows of each batch and gets all results back.
 
-  def __init__(self, model, mesh, batch_size, data_config):
+  `image_method` and `text_method` name the model's methods to call (default
+  `encode_image` / `encode_text`: one unit vector per item; a late-interaction
+  model's `encode_image_tokens` / `encode_text_tokens` give token vectors).
+  """
+
+  def __init__(self, model, mesh, batch_size, data_config, image_method='encode_image',
+               text_method='encode_text'):
     self.mesh = mesh
     self.batch_size = batch_size
     self.local_batch = mesh_lib.check_global_batch(batch_size, mesh, 'eval.batch_size')
     self.data_config = data_config
     self._images = jax.jit(lambda params, images: model.apply(
-        {'params': params}, images, method=model.encode_image)[0])
+        {'params': params}, images, method=getattr(model, image_method))[0])
     self._texts = jax.jit(lambda params, tokens, mask: model.apply(
-        {'params': params}, tokens, mask, method=model.encode_text)[0])
+        {'params': params}, tokens, mask, method=getattr(model, text_method))[0])
 
   def _map(self, fn, params, arrays, prepare=lambda *local: local):
     count = len(arrays[0])
@@ -38,10 +44,10 @@ class Embedder:
     return np.concatenate(outputs)
 
   def images(self, params, images):
-    """uint8 (N, H, W, 3) -> (N, D) float32 unit vectors."""
+    """uint8 (N, H, W, 3) -> (N, D) float32 unit vectors (or (N, P, D) tokens)."""
     return self._map(self._images, params, [images],
                      lambda x: [pipeline.normalize_images(x, self.data_config)])
 
   def texts(self, params, tokens, mask):
-    """(M, L) tokens and mask -> (M, D) float32 unit vectors."""
+    """(M, L) tokens and mask -> (M, D) float32 unit vectors (or (M, L, D) tokens)."""
     return self._map(self._texts, params, [tokens, mask])

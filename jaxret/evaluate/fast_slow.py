@@ -76,8 +76,8 @@ class _Fast:
 class FastSlowEvaluator:
   """See the module docstring. Returns flat metrics (`distilled/t2i/R@1`, ...)."""
 
-  def __init__(self, model, mesh, records, tokenizer, config, output_dir=None):
-    del mesh
+  def __init__(self, model, mesh, records, tokenizer, config, split=None, output_dir=None):
+    del mesh, split
     self.model = model
     self.records = records
     self.tokenizer = tokenizer

@@ -23,8 +23,9 @@ def write_json(path, payload):
 
 def format_table(results):
   rows = ['| direction | R@1 | R@5 | R@10 | median rank |', '|---|---|---|---|---|']
-  for name, label in (('t2i', 'text→image'), ('i2t', 'image→text')):
-    if f'{name}/R@1' not in results:
+  directions = (('i2i', 'image→image'), ('t2i', 'text→image'), ('i2t', 'image→text'))
+  for name, label in directions:
+    if f'{name}/R@1' not in results:  # i2i: only for eval.task='image_image'.
       continue
     rows.append(f'| {label} | ' + ' | '.join(
         f'{100 * results[f"{name}/R@{k}"]:.1f}' for k in (1, 5, 10))
@@ -38,11 +39,14 @@ def evaluate(config, workdir, step=None):
   restored = inference.restore(config, workdir, step)
   records = sources.load_split(config.data, config.eval.split)
   output_dir = os.path.join(workdir, 'eval')
-  evaluator = evaluate_lib.build(config.eval.evaluator, config, restored.model, restored.mesh,
-                                 records, restored.tokenizer, output_dir=output_dir)
+  evaluator = evaluate_lib.build(
+      config.eval.get('evaluator', 'retrieval'), config, restored.model, restored.mesh,
+      records, restored.tokenizer, config.eval.split, output_dir=output_dir)
   results = evaluator(restored.params)
   results.setdefault('num_texts', sum(len(c) for c in records.captions))
   results.update(step=restored.step, split=config.eval.split, num_images=len(records),
                  chance_t2i_R1=1 / len(records), seconds=time.time() - start)
+  if hasattr(evaluator, 'summary'):  # Counts of the evaluator's own gallery (image task).
+    results.update(evaluator.summary())
   write_json(os.path.join(output_dir, 'results.json'), results)
   return results

@@ -21,8 +21,8 @@ def query_captions(records, max_queries):
 class SlowRetrievalEvaluator:
   """h(x, y) for every (query, image) pair; metrics as for dual encoders, plus timing."""
 
-  def __init__(self, model, mesh, records, tokenizer, config, output_dir=None):
-    del mesh, output_dir
+  def __init__(self, model, mesh, records, tokenizer, config, split=None, output_dir=None):
+    del mesh, split, output_dir
     self.model = model
     self.records = records
     self.tokenizer = tokenizer

@@ -8,6 +8,7 @@ import numpy as np
 from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.evaluate import retrieval
+from jaxret.export import pca
 from jaxret.train import inference
 
 FILENAME = 'embeddings.npz'
@@ -22,18 +23,31 @@ def export(config, workdir, step=None):
 
   The file holds `image_ids` (N,), `image_emb` (N, D), `text_image_ids` (M,),
   `text_emb` (M, D), the caption strings `texts` (M,), and the model `step`.
+  With `config.export.pca_dim` > 0 it also holds PCA-reduced copies,
+  `image_emb_pca` (N, pca_dim) and `text_emb_pca` (M, pca_dim), and the
+  projection (`pca_mean`, `pca_components`), fitted on the image descriptors of
+  the first `config.export.pca_fit_images` training images (`export/pca.py`).
   """
   restored = inference.restore(config, workdir, step)
   records = sources.load_split(config.data, config.export.split)
   embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
   image_emb, text_emb, text_image_ids, texts = retrieval.embed_split(
       embedder, restored.params, records, restored.tokenizer)
+  reduced = {}
+  if 'pca_dim' in config.export and config.export.pca_dim > 0:  # Older configs have none.
+    train_records = sources.load_split(config.data, 'train')
+    fit_images = train_records.images[:min(config.export.pca_fit_images, len(train_records))]
+    mean, components = pca.fit(embedder.images(restored.params, fit_images),
+                               config.export.pca_dim)
+    reduced = {'image_emb_pca': pca.apply(image_emb, mean, components),
+               'text_emb_pca': pca.apply(text_emb, mean, components),
+               'pca_mean': mean, 'pca_components': components}
   out = path(workdir)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out + '.tmp', 'wb') as f:
       np.savez(f, image_ids=np.asarray(records.image_ids), image_emb=image_emb,
                text_image_ids=text_image_ids, text_emb=text_emb, texts=np.asarray(texts),
-               step=np.asarray(restored.step), split=np.asarray(config.export.split))
+               step=np.asarray(restored.step), split=np.asarray(config.export.split), **reduced)
     os.replace(out + '.tmp', out)
   return out, restored.step, image_emb.shape

@@ -24,6 +24,18 @@ def all_gather_no_grad(x, axis_name):
   return all_gather(lax.stop_gradient(x), axis_name)
 
 
+def rotate(x, axis_name, shift=1):
+  """Each device's `x` (a pytree) moves `shift` places along the ring of devices:
+  device d receives what device d - shift held. Differentiable (the transpose
+  rotates back), so chunked losses can pass columns around instead of gathering
+  them all at once."""
+  if axis_name is None:
+    return x
+  size = lax.axis_size(axis_name)
+  perm = [(d, (d + shift) % size) for d in range(size)]
+  return jax.tree.map(lambda v: lax.ppermute(v, axis_name, perm), x)
+
+
 def axis_index(axis_name):
   return 0 if axis_name is None else lax.axis_index(axis_name)
 

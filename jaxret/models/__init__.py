@@ -6,6 +6,7 @@ MODELS = {
     'dual_encoder': 'jaxret.models.dual_encoder:DualEncoder',
     'slow_captioner': 'jaxret.models.slow:SlowCaptioner',
     'albef': 'jaxret.models.albef:Albef',
+    'late_interaction': 'jaxret.models.late_interaction:LateInteractionDualEncoder',
 }
 
 

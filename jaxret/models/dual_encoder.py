@@ -14,8 +14,10 @@ MAX_LOGIT_SCALE = 100.0
 class DualEncoder(nn.Module):
   """Image and text towers with linear projections and a learnable logit scale.
 
-  The logit scale is stored as its log, initialised to log(1/0.07) and clamped
-  so that scale <= 100 (open_clip); as a scalar it gets no weight decay.
+  The logit scale is stored as its log, initialised to log(logit_scale_init)
+  (CLIP: 1/0.07; SigLIP's temperature: 10) and clamped so that scale <= 100
+  (open_clip); as a scalar it gets no weight decay. With `logit_bias_init` set
+  (SigLIP: −10) the model also has a learnable logit bias.
   """
   vocab_size: int
   text_len: int
@@ -25,6 +27,8 @@ class DualEncoder(nn.Module):
   dtype: str = 'float32'
   remat_policy: str = 'none'
   scan_layers: bool = False
+  logit_scale_init: float = 1 / 0.07
+  logit_bias_init: float | None = None
 
   def setup(self):
     shared = {'remat_policy': self.remat_policy, 'scan': self.scan_layers, 'dtype': self.dtype}
@@ -33,7 +37,11 @@ class DualEncoder(nn.Module):
         vocab_size=self.vocab_size, max_len=self.text_len, **self.text, **shared)
     self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
     self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(1 / 0.07)), ())
+    self.logit_scale = self.param(
+        'logit_scale', nn.initializers.constant(np.log(self.logit_scale_init)), ())
+    if self.logit_bias_init is not None:
+      self.logit_bias = self.param(
+          'logit_bias', nn.initializers.constant(self.logit_bias_init), ())
 
   def encode_image(self, images, train=False):
     """(B, H, W, 3) normalised images -> ((B, embed_dim) unit vectors, intermediates)."""
@@ -50,4 +58,6 @@ class DualEncoder(nn.Module):
     text_emb, text_out = self.encode_text(tokens, mask, train)
     scale = jnp.exp(jnp.minimum(self.logit_scale, np.log(MAX_LOGIT_SCALE)))
     outputs = {'image_emb': image_emb, 'text_emb': text_emb, 'logit_scale': scale}
+    if self.logit_bias_init is not None:
+      outputs['logit_bias'] = self.logit_bias
     return outputs, {'image': image_out, 'text': text_out}

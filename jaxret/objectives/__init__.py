@@ -9,6 +9,10 @@ OBJECTIVES = {
     'distill': 'jaxret.objectives.distill:DistillObjective',
     'albef': 'jaxret.objectives.albef:AlbefObjective',
     'wenlan': 'jaxret.objectives.moco:WenLanObjective',
+    'filip': 'jaxret.objectives.filip:FilipObjective',
+    'irt': 'jaxret.objectives.irt:IrtObjective',
+    'irt_image': 'jaxret.objectives.irt:IrtImageObjective',
+    'siglip': 'jaxret.objectives.siglip:SiglipObjective',
 }
 
 

@@ -128,8 +128,10 @@ def train(config, workdir, mesh=None):
           not preempted):
         if evaluator is None:
           evaluator = evaluate_lib.build(
-              config.eval.periodic_evaluator, config, trainable.model, mesh,
-              sources.load_split(config.data, config.eval.periodic_split), tokenizer)
+              config.eval.get('periodic_evaluator', 'retrieval'), config, trainable.model,
+              mesh,
+              sources.load_split(config.data, config.eval.periodic_split), tokenizer,
+              config.eval.periodic_split)
         results = evaluator(state.params)
         record.update({f'{config.eval.periodic_split}/{k}': v for k, v in results.items()})
         log(f'step {step} {config.eval.periodic_split}: ' + ' '.join(
