@@ -18,7 +18,13 @@ default), `mean` over tokens, or `gem` (p = 3); the text tower pools its first
 token. `--config.export.pca_dim=D` adds PCA-reduced descriptors to the export.
 
 Result on the built-in test split (500 images, 2,500 captions):
-RESULT_PLACEHOLDER
+text→image R@1 19.8, R@5 58.0, R@10 77.8; image→text R@1 23.2 (350 steps):
+below CLIP's 27.2. Why (not ablated further): IRT's loss is built for
+instance retrieval with many images per class; here every caption has one
+right image among near-duplicates one attribute apart, and the margin loss
+weighs every negative above β alike, where InfoNCE at T = 0.07 puts almost all
+of the gradient on the hardest negatives, which are exactly those
+near-duplicates.
 
 Arguments (`configs/irt.py:runlocal,steps=50,pool=gem`): those of
 configs/demo.py, and `pool` (cls | mean | gem; default cls, mean for runlocal).

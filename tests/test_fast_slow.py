@@ -60,6 +60,14 @@ def test_h_is_the_sum_of_both_decoders_log_likelihoods(tiny):
   out, _ = model.apply({'params': params}, images, tokens, mask)
   np.testing.assert_allclose(out['log_p_forward'] + out['log_p_backward'], expected,
                              rtol=1e-5, atol=1e-4)
+  # Indexed pairs (each image's keys and values projected once) score the same pairs.
+  index = np.array([2, 0, 1, 1, 2])
+  pair_tokens, pair_mask = tokens[[0, 1, 2, 0, 1]], mask[[0, 1, 2, 0, 1]]
+  indexed = model.apply({'params': params}, visual, pair_tokens, pair_mask, index,
+                        method=model.score)
+  gathered = model.apply({'params': params}, visual[index], pair_tokens, pair_mask,
+                         method=model.score)
+  np.testing.assert_allclose(indexed, gathered, rtol=1e-5, atol=1e-4)
 
 
 def test_backward_decoder_reads_the_reversed_caption():
@@ -159,3 +167,27 @@ def test_rerank_orders_by_h_alone_with_beta_0_and_by_fast_alone_with_huge_beta(t
                                           beta=1e9)
   final, _ = by_fast.rerank(tokens[:1], mask[:1], candidates, fast)
   assert np.argsort(-final[0]).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_albef_itm_head_is_an_alternative_slow_scorer():
+  """The ITM log-odds of ALBEF's fusion encoder score pairs through the same scorer."""
+  from jaxret.models import albef  # pylint: disable=import-outside-toplevel
+  model = albef.Albef(vocab_size=VOCAB, text_len=LENGTH, image={'variant': 'mu/8'},
+                      text={'variant': 'mu', 'depth': 1}, fusion={'variant': 'mu', 'depth': 1},
+                      embed_dim=16)
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 255, size=(4, 32, 32, 3), dtype=np.uint8)
+  tokens = np.array([[2, 7, 9, 11, 3, 0, 0, 0, 0, 0]], np.int32)
+  mask = (tokens > 0).astype(np.int32)
+  params = jax.jit(model.init)(jax.random.key(0), images[:1].astype(np.float32), tokens,
+                               mask)['params']
+  scorer = scorer_lib.SlowScorer(model, params, ml_collections.ConfigDict(
+      {'image_mean': [0.5] * 3, 'image_std': [0.5] * 3}), candidate_buckets=(4,),
+                                 query_buckets=(1,), length_buckets=(LENGTH,), image_batch=4)
+  scores = scorer.score(tokens, mask, scorer.visual_tokens(images)[None])
+  normalised = (images / 255.0 - 0.5) / 0.5
+  _, image_out = model.apply({'params': params}, normalised, method=model.encode_image)
+  expected = model.apply({'params': params}, image_out['encoded'], np.repeat(tokens, 4, 0),
+                         np.repeat(mask, 4, 0), method=model.itm_scores)
+  np.testing.assert_allclose(scores[0], expected, rtol=1e-5, atol=1e-4)
+  assert np.ptp(scores) > 0  # Different images get different scores.

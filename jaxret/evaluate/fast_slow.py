@@ -139,6 +139,7 @@ class FastSlowEvaluator:
       add(f'Fast+Slow K={k}', np.asarray(ranks), float(np.mean(seconds)), k=k)
 
     report = {'queries': len(texts), 'gallery': len(self.records), 'beta': rerank.beta,
+              'slow_workdir': rerank.slow_workdir, 'slow_model': type(scorer.model).__name__,
               'slow_visual_bytes_per_image': int(visual[0].nbytes),
               'slow_visual_dtype': str(visual.dtype), 'rows': rows}
     if self.output_dir and jax.process_index() == 0:

@@ -91,6 +91,19 @@ class Albef(nn.Module):
     logits = self.itm_logits(text_out['tokens'], mask, image_tokens)
     return logits[:, 1] - logits[:, 0]
 
+  def visual_tokens(self, images):
+    """The slow-scorer protocol (`rerank/scorer.py`): the image tokens the fusion encoder
+    reads, computed once per gallery image."""
+    return self.encode_image(images)[1]['encoded']
+
+  def score(self, visual, tokens, mask, visual_index=None):
+    """The slow-scorer protocol: the ITM log-odds of each pair, the discriminative
+    alternative to the captioner's h (`models/slow.py`) for re-ranking.
+    `visual_index` (P,): pair p reads visual[visual_index[p]]."""
+    if visual_index is not None:
+      visual = visual[visual_index]
+    return self.itm_scores(visual, tokens, mask)
+
   def __call__(self, images, tokens, mask, train=False):
     """Every part once (used to initialise): ITC outputs plus ITM and MLM logits."""
     outputs = self.features(images, tokens, mask, train)

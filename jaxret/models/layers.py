@@ -47,7 +47,9 @@ class Attention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask=None):
+  def __call__(self, inputs_q, inputs_kv, mask=None, kv_index=None):
+    """`kv_index` (B,): row b of the queries attends to inputs_kv[kv_index[b]] (keys and
+    values are projected once per row of inputs_kv, then gathered)."""
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by {self.num_heads} heads')
@@ -55,6 +57,8 @@ class Attention(nn.Module):
     query = nn.DenseGeneral(shape, dtype=self.dtype, name='query')(inputs_q)
     key = nn.DenseGeneral(shape, use_bias=False, dtype=self.dtype, name='key')(inputs_kv)
     value = nn.DenseGeneral(shape, dtype=self.dtype, name='value')(inputs_kv)
+    if kv_index is not None:
+      key, value = key[kv_index], value[kv_index]
     x = nn.dot_product_attention(query, key, value, mask=mask, dtype=self.dtype)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(x)
 

@@ -52,27 +52,35 @@ class SlowCaptioner(nn.Module):
     _, vit_out = self.image_encoder(images)
     return self.visual_projection(self.feature_pyramid(images, vit_out))
 
-  def next_token_logits(self, visual, tokens, mask, backward=False):
+  def next_token_logits(self, visual, tokens, mask, backward=False, visual_index=None):
     """Teacher-forced logits (P, L-1, V): position t predicts token t+1 of `tokens`
-    (already reversed for the backward decoder)."""
+    (already reversed for the backward decoder). `visual_index`: see `score`."""
     decoder = self.backward_decoder if backward else self.forward_decoder
     inputs = tokens[:, :-1]
     x = self.token_embedding(inputs) + self.position_embedding[None, :inputs.shape[1]]
-    return self.output(decoder(x.astype(self.dtype), visual, mask[:, :-1]))
+    return self.output(decoder(x.astype(self.dtype), visual, mask[:, :-1],
+                               visual_index=visual_index))
 
-  def log_likelihoods(self, visual, tokens, mask):
+  def log_likelihoods(self, visual, tokens, mask, visual_index=None):
     """(log p_fwd(y | x), log p_bwd(y | x)), each (P,), for P (visual, caption) pairs."""
     reversed_tokens = caption.reverse_captions(tokens, mask)
     forward = caption.token_log_likelihood(
-        self.next_token_logits(visual, tokens, mask), tokens[:, 1:], mask[:, 1:])
+        self.next_token_logits(visual, tokens, mask, visual_index=visual_index),
+        tokens[:, 1:], mask[:, 1:])
     backward = caption.token_log_likelihood(
-        self.next_token_logits(visual, reversed_tokens, mask, backward=True),
+        self.next_token_logits(visual, reversed_tokens, mask, backward=True,
+                               visual_index=visual_index),
         reversed_tokens[:, 1:], mask[:, 1:])
     return forward, backward
 
-  def score(self, visual, tokens, mask):
-    """h(x, y) per pair: higher means the caption fits the image better."""
-    forward, backward = self.log_likelihoods(visual, tokens, mask)
+  def score(self, visual, tokens, mask, visual_index=None):
+    """h(x, y) per pair: higher means the caption fits the image better.
+
+    `visual_index` (P,): pair p is (visual[visual_index[p]], caption p), so the
+    cross-attention keys and values of an image are projected once however many
+    captions it is scored against (default: visual holds one image per pair).
+    """
+    forward, backward = self.log_likelihoods(visual, tokens, mask, visual_index)
     return forward + backward
 
   def __call__(self, images, tokens, mask, train=False):

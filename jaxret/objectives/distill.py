@@ -66,10 +66,10 @@ class DistillObjective:
     all_visual = gather.all_gather_no_grad(visual, axis_name)
     all_images = gather.all_gather(image_emb, axis_name)
     count = rows.shape[1]
-    pair_visual = all_visual[rows].reshape(-1, *all_visual.shape[1:])
     teacher_scores = self.teacher_model.apply(
-        {'params': teacher}, pair_visual, jnp.repeat(tokens, count, axis=0),
-        jnp.repeat(mask, count, axis=0), method=self.teacher_model.score).reshape(rows.shape)
+        {'params': teacher}, all_visual, jnp.repeat(tokens, count, axis=0),
+        jnp.repeat(mask, count, axis=0), rows.reshape(-1),
+        method=self.teacher_model.score).reshape(rows.shape)
     scale = (1.0 / self.loss_config.student_temperature if self.loss_config.student_temperature
              else logit_scale)
     student = scale * jnp.einsum('nd,ncd->nc', text_emb, all_images[rows])
