@@ -22,7 +22,9 @@ from jaxret.config import args as args_lib
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, pyramid='fine', steps=0)
   config = demo.get_config('runlocal' if arg.runlocal else None)
-  config.total_steps = arg.steps or (4 if arg.runlocal else 1200)
+  config.total_steps = arg.steps or (4 if arg.runlocal else 400)
+  if not arg.runlocal:  # h over every (caption, image) pair is costly: --mode=eval does it.
+    config.eval_every = 0
   config.model = ml_collections.ConfigDict()
   config.model.name = 'slow_captioner'
   config.model.image = ml_collections.ConfigDict(
