@@ -11,7 +11,12 @@ chunk: texts travel around the ring of devices, so no device holds more than
 an (n x n) block of logits.
 
 Result on the built-in test split (500 images, 2,500 captions):
-RESULT_PLACEHOLDER
+text→image R@1 24.2, R@5 71.5, R@10 92.0; image→text R@1 23.2 (350 steps):
+below CLIP's 27.2. Why: in 350 steps the learnable temperature barely leaves
+its initial 10 (it ends at 10.3, the bias at −10.07), while CLIP's scale grows
+from 14.3 to 16.6, so the sigmoid scores the near-duplicates this test
+gallery is made of less sharply; SigLIP's advantage in its paper shows over
+long runs, not a few hundred steps.
 
 Arguments (`configs/siglip.py:runlocal,steps=50`): those of configs/demo.py.
 """

@@ -27,9 +27,10 @@ def format_table(results):
   for name, label in directions:
     if f'{name}/R@1' not in results:  # i2i: only for eval.task='image_image'.
       continue
+    median = results.get(f'{name}/median_rank')  # Not every evaluator ranks everything.
     rows.append(f'| {label} | ' + ' | '.join(
         f'{100 * results[f"{name}/R@{k}"]:.1f}' for k in (1, 5, 10))
-                + f' | {results[f"{name}/median_rank"]:.0f} |')
+                + (f' | {median:.0f} |' if median is not None else ' | |'))
   return '\n'.join(rows)
 
 
