@@ -191,3 +191,34 @@ def test_albef_itm_head_is_an_alternative_slow_scorer():
                          np.repeat(mask, 4, 0), method=model.itm_scores)
   np.testing.assert_allclose(scores[0], expected, rtol=1e-5, atol=1e-4)
   assert np.ptp(scores) > 0  # Different images get different scores.
+
+
+def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
+  """Distil from a tiny slow workdir, evaluate (table, JSON, plot), then export and
+  index, which stores the slow visual tokens that the re-ranker loads."""
+  import json  # pylint: disable=import-outside-toplevel
+  from conftest import run_main  # pylint: disable=import-outside-toplevel
+  from method_configs import teacher_workdir  # pylint: disable=import-outside-toplevel
+  from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
+  slow_dir = teacher_workdir()
+  workdir = tmp_path / 'fs'
+  config = f'--config=configs/fast_slow.py:runlocal,slow={slow_dir},fast={workdir}'
+  run_main('--mode=train', config, f'--workdir={workdir}', '--config.total_steps=2')
+  result = run_main('--mode=eval', f'--workdir={workdir}')
+  assert '| text→image |' in result.stdout
+  with open(workdir / 'eval' / 'fast_slow.json') as f:
+    report = json.load(f)
+  names = [row['name'] for row in report['rows']]
+  assert names == ['Fast', 'Fast distilled', 'Slow', 'Fast+Slow K=5', 'Fast+Slow K=10']
+  assert report['slow_visual_dtype'] == 'bfloat16' and report['slow_model'] == 'SlowCaptioner'
+  assert all(0 <= row['t2i/R@1'] <= row['t2i/R@10'] <= 1 and row['query_ms'] > 0
+             for row in report['rows'])
+  assert (workdir / 'eval' / 'fast_slow.md').read_text().count('\n') == len(names) + 2
+  assert (workdir / 'eval' / 'fast_slow.png').stat().st_size > 0
+  run_main('--mode=export', f'--workdir={workdir}')
+  run_main('--mode=index', f'--workdir={workdir}')
+  reranker = reranker_lib.for_workdir(workdir_config.load(str(workdir)), str(workdir))
+  candidates = list(reranker.row_of)[:3]
+  final, slow_scores = reranker('a big red circle', candidates, [0.5, 0.4, 0.3])
+  np.testing.assert_allclose(final, slow_scores + reranker.beta * np.array([0.5, 0.4, 0.3]),
+                             rtol=1e-5)

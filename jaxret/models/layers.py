@@ -102,7 +102,8 @@ class CrossAttentionBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, attention_mask=None, context_mask=None):
+  def __call__(self, x, context, attention_mask=None, context_mask=None, context_index=None):
+    """`context_index` (B,): row b attends to context[context_index[b]] (see `Attention`)."""
     attention = Attention(self.num_heads, self.dtype, name='attention')
     cross_attention = Attention(self.num_heads, self.dtype, name='cross_attention')
     mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, name='mlp')
@@ -113,10 +114,10 @@ class CrossAttentionBlock(nn.Module):
     if self.prenorm:
       y = norm1(x)
       x = x + attention(y, y, mask=attention_mask)
-      x = x + cross_attention(cross_norm(x), context, mask=context_mask)
+      x = x + cross_attention(cross_norm(x), context, context_mask, context_index)
       return x + mlp(norm2(x))
     x = norm1(x + attention(x, x, mask=attention_mask))
-    x = cross_norm(x + cross_attention(x, context, mask=context_mask))
+    x = cross_norm(x + cross_attention(x, context, context_mask, context_index))
     return norm2(x + mlp(x))
 
 
