@@ -8,11 +8,12 @@ from jaxret.losses import albef as albef_losses
 from jaxret.losses import itm
 from jaxret.losses import mlm
 from jaxret.losses import queue as queue_lib
+from jaxret.objectives import base
 from jaxret.objectives import momentum as momentum_lib
 from jaxret.parallel import shard
 
 
-class AlbefObjective:
+class AlbefObjective(base.Objective):
   """L = ITC + w_itm·ITM + w_mlm·MLM on an `models/albef.py` model.
 
   - ITC (`losses/albef.py`): online embeddings against the momentum
@@ -41,7 +42,7 @@ class AlbefObjective:
   """
 
   def __init__(self, model, mesh, loss_config):
-    self.model = model
+    super().__init__(model)
     self.queue_size = int(loss_config.queue_size)
     self.momentum = float(loss_config.momentum)
     if not 0 <= self.momentum < 1:
@@ -59,9 +60,6 @@ class AlbefObjective:
                                      replicated_argnums=(5, 6, 7, 8, 9))
     self.itm_loss = shard.over_batch(itm.itm_loss, mesh, num_args=3)
     self.mlm_loss = shard.over_batch(mlm.mlm_loss, mesh, num_args=5, replicated_argnums=(4,))
-
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
 
   def init_extra(self, params):
     dim = self.model.embed_dim

@@ -17,6 +17,7 @@ from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.losses import clip
 from jaxret.losses import distill
 from jaxret.losses import gather
+from jaxret.objectives import base
 from jaxret.parallel import shard
 
 
@@ -31,18 +32,15 @@ def _teacher(loss_config):
   return setup.build_model(config, tokenizer), config
 
 
-class DistillObjective:
-  """CLIP + distillation from a frozen slow model; follows `objectives/dual.py`'s protocol,
+class DistillObjective(base.Objective):
+  """CLIP + distillation from a frozen slow model; follows `objectives/base.py`'s protocol,
   plus `load_extra`, which fills in the teacher's parameters in a fresh state."""
 
   def __init__(self, model, mesh, loss_config):
-    self.model = model
+    super().__init__(model)
     self.loss_config = loss_config
     self.teacher_model, self.teacher_config = _teacher(loss_config)
     self.loss = shard.over_batch(self._loss, mesh, num_args=9, replicated_argnums=(3, 8))
-
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
 
   def init_extra(self, params):
     del params
@@ -81,8 +79,7 @@ class DistillObjective:
 
   def __call__(self, params, extra, batch, rng, step):
     del step
-    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
-                                  batch['text_mask'], train=True)
+    outputs = self.forward(params, batch)
     teacher = lax.stop_gradient(extra['teacher'])
     visual = self.teacher_model.apply({'params': teacher}, batch['image'],
                                       method=self.teacher_model.visual_tokens)
@@ -92,8 +89,4 @@ class DistillObjective:
                               outputs['logit_scale'], lax.stop_gradient(visual), batch['text'],
                               batch['text_mask'], candidates, teacher)
     return loss, metrics, extra
-
-  def after_update(self, params, extra):
-    del params
-    return extra
 

@@ -10,34 +10,23 @@ per-device batch).
 import functools
 
 from jaxret.losses import filip
+from jaxret.objectives import base
 from jaxret.parallel import shard
 
 
-class FilipObjective:
+class FilipObjective(base.Objective):
   """Token embeddings of the batch, gathered across devices, scored token-wise."""
 
   def __init__(self, model, mesh, loss_config):
-    self.model = model
+    super().__init__(model)
     self.loss = shard.over_batch(
         functools.partial(filip.filip_loss, keep_fraction=loss_config.keep_fraction,
                           selection_group=loss_config.selection_group),
         mesh, num_args=5, replicated_argnums=(4,))
 
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
-
-  def init_extra(self, params):
-    del params
-    return {}
-
   def __call__(self, params, extra, batch, rng, step):
     del rng, step
-    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
-                                  batch['text_mask'], train=True)
+    outputs = self.forward(params, batch)
     loss, metrics = self.loss(outputs['image_tokens'], outputs['text_tokens'],
                               batch['text_mask'], batch['image_id'], outputs['logit_scale'])
     return loss, metrics, extra
-
-  def after_update(self, params, extra):
-    del params
-    return extra

@@ -14,18 +14,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxret.losses import irt
+from jaxret.objectives import base
 from jaxret.objectives import cross_batch_memory
 from jaxret.objectives import labels as labels_lib
 from jaxret.parallel import shard
 
 
-class IrtObjective:
+class IrtObjective(base.Objective):
   """IRT for text-to-image retrieval (`irt_cross_modal_loss`): image anchors
   against texts and the text memory, text anchors against images and the
   image memory, positives by image id. Memory slots hold (image, text, id)."""
 
   def __init__(self, model, mesh, loss_config):
-    self.model = model
+    super().__init__(model)
     self.mesh = mesh
     self.memory_size = loss_config.memory_size
     self.memory_start = loss_config.memory_start
@@ -33,9 +34,6 @@ class IrtObjective:
         functools.partial(irt.irt_cross_modal_loss, margin=loss_config.margin,
                           koleo_weight=loss_config.koleo_weight),
         mesh, num_args=6, replicated_argnums=(3, 4, 5))
-
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
 
   def init_extra(self, params):
     del params
@@ -49,8 +47,7 @@ class IrtObjective:
 
   def __call__(self, params, extra, batch, rng, step):
     del rng
-    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
-                                  batch['text_mask'], train=True)
+    outputs = self.forward(params, batch)
     memory, _ = self._enqueue(
         extra['memory'], {'image': outputs['image_emb'], 'text': outputs['text_emb'],
                           'label': batch['image_id']}, step)
@@ -58,10 +55,6 @@ class IrtObjective:
                               memory['image'], memory['text'], memory['label'])
     metrics['memory_fill'] = jnp.mean(memory['label'] >= 0)
     return loss, metrics, {'memory': memory}
-
-  def after_update(self, params, extra):
-    del params
-    return extra
 
 
 class IrtImageObjective(IrtObjective):

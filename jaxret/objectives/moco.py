@@ -7,11 +7,12 @@ import jax
 from jaxret import errors
 from jaxret.losses import moco
 from jaxret.losses import queue as queue_lib
+from jaxret.objectives import base
 from jaxret.objectives import momentum as momentum_lib
 from jaxret.parallel import shard
 
 
-class WenLanObjective:
+class WenLanObjective(base.Objective):
   """Image queries against text keys (the momentum text encoder's, plus a text
   queue) and text queries against image keys and an image queue
   (`losses/moco.py`), on a dual encoder.
@@ -27,7 +28,7 @@ class WenLanObjective:
   """
 
   def __init__(self, model, mesh, loss_config):
-    self.model = model
+    super().__init__(model)
     self.queue_size = int(loss_config.queue_size)
     self.momentum = float(loss_config.momentum)
     if not 0 <= self.momentum < 1:
@@ -36,17 +37,13 @@ class WenLanObjective:
                                 exclude_same_id=bool(loss_config.exclude_same_id))
     self.loss = shard.over_batch(loss_fn, mesh, num_args=8, replicated_argnums=(5, 6, 7))
 
-  def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
-
   def init_extra(self, params):
     dim = self.model.embed_dim
     return {'momentum': momentum_lib.copy(params),
             'queue': queue_lib.init(self.queue_size, {'image': dim, 'text': dim})}
 
   def _embed(self, params, batch):
-    outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
-                                  batch['text_mask'], train=True)
+    outputs = self.forward(params, batch)
     return outputs['image_emb'], outputs['text_emb']
 
   def __call__(self, params, extra, batch, rng, step):
