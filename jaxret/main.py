@@ -54,6 +54,8 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     sys.exit(f'error: {_one_line(e)}')
+  except errors.UserError as e:  # From a config file's get_config (configs/workdir.py).
+    sys.exit(f'error: {e}')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     sys.exit(f'error: bad --config override: {_one_line(e)}; '
              'see the config file for the keys it has')

@@ -11,6 +11,7 @@ import numpy as np
 
 from conftest import REPO
 from conftest import run_main
+from conftest import subprocess_env
 from jaxret.config import workdir as workdir_config
 from jaxret.train import inference
 
@@ -34,7 +35,7 @@ def test_two_processes_match_one(tmp_path):
   run_main(*ARGS, f'--workdir={single}', devices=8)
 
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env = subprocess_env(4)
   processes = [subprocess.Popen(
       [sys.executable, '-m', 'jaxret.main', *ARGS, f'--workdir={multi}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import REPO
 from conftest import run_main
+from conftest import subprocess_env
 from jaxret.config import workdir as workdir_config
 from jaxret.train import inference
 
@@ -34,7 +35,9 @@ LIMITED = ('import resource, runpy, signal;'
 
 
 def _start(workdir, *extra, limit_file_size=False):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env = subprocess_env(1)
+  if limit_file_size:  # Its truncated cache entries would only cost the others a recompile.
+    env['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
   program = ['-c', LIMITED] if limit_file_size else ['-m', 'jaxret.main']
   return subprocess.Popen([sys.executable, *program, *ARGS, f'--workdir={workdir}', *extra],
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

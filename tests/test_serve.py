@@ -10,7 +10,6 @@ import concurrent.futures
 import http.client
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from PIL import Image
 
 from conftest import REPO
 from conftest import run_main
+from conftest import subprocess_env
 from jaxret import errors
 from jaxret.serve import batcher
 from jaxret.serve import encoder
@@ -129,7 +129,7 @@ def served(tmp_path_factory):
   run_main('--mode=demo', f'--config={TINY}', f'--workdir={trained}')
   workdir = tmp_path_factory.mktemp('moved') / 'workdir'
   shutil.move(str(trained), str(workdir))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env = subprocess_env(1)
   process = subprocess.Popen(
       [sys.executable, '-m', 'jaxret.main', '--mode=serve', f'--workdir={workdir}', '--port=0'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
