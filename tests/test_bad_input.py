@@ -43,6 +43,9 @@ FRESH_CASES = [
     (('--mode=index', TINY), ('run --mode=export first',)),
     (('--mode=query', TINY, '--query=a red circle'), ('run --mode=index first',)),
     (('--mode=query',), ('no config.json',)),
+    (('--mode=eval', '--config=configs/workdir.py'), ('needs the workdir after a colon',)),
+    (('--mode=eval', '--config=configs/workdir.py:/no/such/run', '--config.eval.split=val'),
+     ('no config.json in /no/such/run',)),
 ]
 
 

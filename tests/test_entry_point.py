@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -53,6 +54,17 @@ def test_query_mode_from_the_saved_config(demo_workdir):
   assert "query: 'a big green cross'" in result.stdout
   assert len([l for l in result.stdout.splitlines() if ' id ' in l]) == 3
   assert digest(workdir / 'checkpoints') == before
+
+
+def test_saved_config_with_overrides(demo_workdir, tmp_path):
+  """configs/workdir.py:DIR is the saved config, so --config.KEY=VALUE applies to it."""
+  workdir = tmp_path / 'copy'
+  shutil.copytree(demo_workdir[0], workdir)
+  run_main('--mode=eval', f'--config=configs/workdir.py:{workdir}', f'--workdir={workdir}',
+           '--config.eval.split=val')
+  results = json.loads((workdir / 'eval' / 'results.json').read_text())
+  assert results['split'] == 'val' and results['step'] == 4
+  assert json.loads((demo_workdir[0] / 'eval' / 'results.json').read_text())['split'] == 'test'
 
 
 def test_one_train_step_on_eight_devices_then_resume(tmp_path):
