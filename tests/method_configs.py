@@ -1,7 +1,9 @@
 """Tiny configs for every registered loss, for tests that must cover them all."""
 
+import atexit
 import functools
 import importlib.util
+import shutil
 import tempfile
 
 from conftest import REPO
@@ -24,6 +26,7 @@ def teacher_workdir():
   """A slow-model workdir (runlocal, one step) to distil from."""
   from jaxret.train import trainer  # pylint: disable=import-outside-toplevel
   workdir = tempfile.mkdtemp(prefix='jaxret-teacher-')
+  atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # Removed when the process ends.
   config = load_config('slow', 'runlocal')
   config.total_steps, config.eval_every, config.log_every = 1, 0, 1
   trainer.train(config, workdir)
