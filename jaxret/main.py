@@ -10,6 +10,7 @@ Without --config, every mode except train uses DIR/config.json.
 """
 
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -43,6 +44,15 @@ def _one_line(error):
     head, _, trace = message.partition('Traceback (most recent call last)')
     message = head.rstrip(' :') + ': ' + trace.strip().splitlines()[-1]
   return ' '.join(message.split())
+
+
+def _missing_config_key(error):
+  """The key whose lookup in an ml_collections config raised `error`, else None."""
+  cause = error.__cause__ or error.__context__
+  frames = traceback.extract_tb(error.__traceback__)
+  if isinstance(cause, KeyError) and frames and 'ml_collections' in frames[-1].filename:
+    return str(cause.args[0]).strip('\'"') if cause.args else '?'
+  return None
 
 
 def parse_flags(argv):
@@ -119,6 +129,13 @@ def main(argv):
     sys.exit(f'error: {e}')
   except errors.Preempted as e:
     print(e, flush=True)  # A clean stop: the scheduler may restart the same command.
+  except AttributeError as e:
+    key = _missing_config_key(e)
+    if key is None:
+      raise
+    # Typically a workdir's config.json written before the key existed.
+    sys.exit(f"error: the config has no key '{key}' (a config.json written by an older "
+             'jaxret lacks the keys added since): pass --config=configs/NAME.py, or retrain')
 
 
 if __name__ == '__main__':

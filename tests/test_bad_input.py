@@ -1,5 +1,6 @@
 """Bad input in every mode: a one-line reason, a refusing exit code, an untouched workdir."""
 
+import json
 import shutil
 
 import ml_collections
@@ -84,6 +85,19 @@ def _index_config():
   return ml_collections.ConfigDict(dict(
       method='brute_force', brute_force_below=10_000, num_leaves=0, num_leaves_to_search=0,
       reorder=0, dims_per_block=2, anisotropic_threshold=0.2))
+
+
+def test_config_from_an_older_jaxret_is_refused(demo_workdir, tmp_path):
+  """A saved config.json without a key added since (here `mesh`): one line naming it."""
+  workdir = tmp_path / 'old'
+  shutil.copytree(demo_workdir[0], workdir)
+  config = json.loads((workdir / 'config.json').read_text())
+  del config['mesh']
+  (workdir / 'config.json').write_text(json.dumps(config))
+  before = digest(workdir)
+  _refused(run_main('--mode=eval', f'--workdir={workdir}', check=False),
+           "no key 'mesh'", 'older jaxret')
+  assert digest(workdir) == before
 
 
 def test_index_of_another_model_is_refused(demo_workdir, tmp_path):
