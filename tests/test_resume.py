@@ -151,8 +151,9 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
   process = _start(tmp_path, '--config.total_steps=10', limit_file_size=True)
   stdout, stderr = process.communicate(timeout=300)
   assert process.returncode != 0, stdout
-  (line,) = [l for l in stderr.splitlines() if l.startswith('error:')]
-  assert 'could not write the checkpoint of step 10' in line and 'intact' in line
+  lines = [l for l in stderr.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1, stderr[-4000:]
+  assert 'could not write the checkpoint of step 10' in lines[0] and 'intact' in lines[0]
   assert _steps(tmp_path) == [5]
   _assert_bit_identical(before, _params(tmp_path))
 

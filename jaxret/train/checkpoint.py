@@ -32,6 +32,7 @@ class Checkpoints:
   def __init__(self, workdir, keep=2, read_only=False):
     if read_only and not os.path.isdir(directory(workdir)):
       raise errors.UserError(f'no checkpoints in {workdir}; run --mode=train first')
+    self._saving = None  # The step of the save started last (its writes may be pending).
     self.manager = ocp.CheckpointManager(
         directory(workdir),
         options=ocp.CheckpointManagerOptions(
@@ -52,6 +53,7 @@ class Checkpoints:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._saving = step
     with _write_errors(self.manager.directory, step):
       self.manager.save(step, args=ocp.args.Composite(**items))
 
@@ -85,7 +87,8 @@ class Checkpoints:
     return restored['state']['params'], step
 
   def wait(self):
-    with _write_errors(self.manager.directory, self.latest_step()):
+    """Waits for the pending save; a write that failed in the background raises here."""
+    with _write_errors(self.manager.directory, self._saving):
       self.manager.wait_until_finished()
 
   def close(self):
@@ -95,10 +98,16 @@ class Checkpoints:
 
 @contextlib.contextmanager
 def _write_errors(where, step):
-  """Turns a failed checkpoint write (disk full, no permission) into one clear error."""
+  """Turns a failed checkpoint write (disk full, no permission) into one clear error.
+
+  Any exception: a write that fails in orbax's background threads reaches the
+  caller as whatever the failing layer raised (OSError, tensorstore's
+  ValueError, a RuntimeError wrapping either, ...)."""
   try:
     yield
-  except (OSError, ValueError, RuntimeError) as e:
+  except (errors.UserError, errors.RunError):
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise errors.RunError(
         f'could not write the checkpoint of step {step} under {where}: {reason[:300]}; free disk '
