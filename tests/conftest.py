@@ -74,6 +74,14 @@ def demo_workdir(tmp_path_factory):
   return workdir, result.stdout
 
 
+@pytest.fixture
+def demo_copy(demo_workdir, tmp_path):
+  """A copy of the demo workdir, for a test that changes it (the session's stays as it is)."""
+  workdir = tmp_path / 'copy'
+  shutil.copytree(demo_workdir[0], workdir)
+  return workdir
+
+
 @pytest.fixture(scope='session')
 def tiny_config():
   from configs import demo  # pylint: disable=import-outside-toplevel

@@ -1,7 +1,6 @@
 """Bad input in every mode: a one-line reason, a refusing exit code, an untouched workdir."""
 
 import json
-import shutil
 
 import ml_collections
 import numpy as np
@@ -87,10 +86,9 @@ def _index_config():
       reorder=0, dims_per_block=2, anisotropic_threshold=0.2))
 
 
-def test_config_from_an_older_jaxret_is_refused(demo_workdir, tmp_path):
+def test_config_from_an_older_jaxret_is_refused(demo_copy):
   """A saved config.json without a key added since (here `mesh`): one line naming it."""
-  workdir = tmp_path / 'old'
-  shutil.copytree(demo_workdir[0], workdir)
+  workdir = demo_copy
   config = json.loads((workdir / 'config.json').read_text())
   del config['mesh']
   (workdir / 'config.json').write_text(json.dumps(config))
@@ -100,9 +98,8 @@ def test_config_from_an_older_jaxret_is_refused(demo_workdir, tmp_path):
   assert digest(workdir) == before
 
 
-def test_index_of_another_model_is_refused(demo_workdir, tmp_path):
-  workdir = tmp_path / 'copy'
-  shutil.copytree(demo_workdir[0], workdir)
+def test_index_of_another_model_is_refused(demo_copy):
+  workdir = demo_copy
   other = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
   store.build(other, np.arange(64), step=4, index_config=_index_config(),
               out_dir=str(workdir / 'index'))
@@ -112,9 +109,8 @@ def test_index_of_another_model_is_refused(demo_workdir, tmp_path):
   assert digest(workdir) == before
 
 
-def test_damaged_index_is_refused(demo_workdir, tmp_path):
-  workdir = tmp_path / 'copy'
-  shutil.copytree(demo_workdir[0], workdir)
+def test_damaged_index_is_refused(demo_copy):
+  workdir = demo_copy
   with open(workdir / 'index' / 'ids.npy', 'r+b') as f:
     f.seek(-1, 2)
     f.write(b'\x07')

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 
@@ -56,10 +55,9 @@ def test_query_mode_from_the_saved_config(demo_workdir):
   assert digest(workdir / 'checkpoints') == before
 
 
-def test_saved_config_with_overrides(demo_workdir, tmp_path):
+def test_saved_config_with_overrides(demo_workdir, demo_copy):
   """configs/workdir.py:DIR is the saved config, so --config.KEY=VALUE applies to it."""
-  workdir = tmp_path / 'copy'
-  shutil.copytree(demo_workdir[0], workdir)
+  workdir = demo_copy
   run_main('--mode=eval', f'--config=configs/workdir.py:{workdir}', f'--workdir={workdir}',
            '--config.eval.split=val')
   results = json.loads((workdir / 'eval' / 'results.json').read_text())
