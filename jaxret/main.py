@@ -18,6 +18,14 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxret import errors
+from jaxret.config import workdir as workdir_config
+from jaxret.evaluate import run as evaluate_run
+from jaxret.export import embeddings
+from jaxret.export import index as index_lib
+from jaxret.parallel import distributed
+from jaxret.serve import query
+from jaxret.serve import server
+from jaxret.train import trainer
 
 MODES = ('train', 'eval', 'export', 'index', 'query', 'demo', 'serve')
 
@@ -72,7 +80,6 @@ def parse_flags(argv):
 
 
 def _config(mode, workdir):
-  from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
   if _CONFIG.value is not None:
     return _CONFIG.value
   if mode in ('train', 'demo'):
@@ -82,13 +89,6 @@ def _config(mode, workdir):
 
 def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0.1', port=8000):
   """Runs one mode (or all of them, for demo). Importable for tests and scripts."""
-  # Imported here so that flag errors are reported before JAX starts.
-  # pylint: disable=import-outside-toplevel
-  from jaxret.evaluate import run as evaluate_run
-  from jaxret.export import embeddings
-  from jaxret.index import build
-  from jaxret.serve import query
-  from jaxret.train import trainer
   query_text = config.query.text if query_text is None else query_text
   k = config.query.k if k is None else k
   if mode == 'query':
@@ -104,13 +104,12 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
     path, export_step, shape = embeddings.export(config, workdir, step)
     print(f'exported {shape[0]} image embeddings ({shape[1]}-d) of step {export_step} to {path}')
   if mode in ('index', 'demo'):
-    manifest = build.build_index(config, workdir)
+    manifest = index_lib.build_index(config, workdir)
     print(f'indexed {manifest["num_items"]} images ({manifest["build_params"]["method"]}, '
           f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
   if mode == 'serve':
-    from jaxret.serve import server
     server.serve(config, workdir, host, port)
 
 
@@ -120,7 +119,6 @@ def main(argv):
   if not _WORKDIR.value:
     sys.exit('error: --workdir is required, e.g. --workdir=/tmp/jaxret-demo')
   try:
-    from jaxret.parallel import distributed  # pylint: disable=import-outside-toplevel
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _config(_MODE.value, _WORKDIR.value)
     run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value,

@@ -202,7 +202,7 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
   slow_dir = teacher_workdir()
   workdir = tmp_path / 'fs'
-  config = f'--config=configs/fast_slow.py:runlocal,slow={slow_dir},fast={workdir}'
+  config = f'--config=configs/distill.py:runlocal,slow={slow_dir},fast={workdir}'
   run_main('--mode=train', config, f'--workdir={workdir}', '--config.total_steps=2')
   result = run_main('--mode=eval', f'--workdir={workdir}')
   assert '| text→image |' in result.stdout

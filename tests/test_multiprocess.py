@@ -13,7 +13,7 @@ from conftest import REPO
 from conftest import run_main
 from conftest import subprocess_env
 from jaxret.config import workdir as workdir_config
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 ARGS = ('--mode=train', '--config=configs/demo.py:runlocal', '--config.total_steps=3',
         '--config.log_every=1', '--config.checkpoint_every=3')
@@ -48,7 +48,7 @@ def test_two_processes_match_one(tmp_path):
   assert 'step 1/3' in outputs[0][0] and 'step 1/3' not in outputs[1][0]  # Process 0 logs.
 
   np.testing.assert_allclose(_losses(single), _losses(multi), rtol=1e-5, atol=1e-5)
-  params = [inference.restore(workdir_config.load(str(w)), str(w)).params for w in (single, multi)]
+  params = [restore_lib.restore(workdir_config.load(str(w)), str(w)).params for w in (single, multi)]
   for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
   assert sorted(os.listdir(multi / 'checkpoints' / '3' / 'data')) == [

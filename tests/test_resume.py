@@ -16,7 +16,7 @@ from conftest import REPO
 from conftest import run_main
 from conftest import subprocess_env
 from jaxret.config import workdir as workdir_config
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 STEPS = 60
 ARGS = ('--mode=train', '--config=configs/demo.py:runlocal', f'--config.total_steps={STEPS}',
@@ -53,7 +53,7 @@ def _wait_for(path, process, timeout=300):
 
 
 def _params(workdir, step=None):
-  return jax.device_get(inference.restore(workdir_config.load(str(workdir)), str(workdir),
+  return jax.device_get(restore_lib.restore(workdir_config.load(str(workdir)), str(workdir),
                                           step).params)
 
 

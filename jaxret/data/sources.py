@@ -8,7 +8,11 @@ function (data_config, split) -> Records. Keys: `jaxret/data/options.py`.
 """
 
 from jaxret import registry
+from jaxret.data import karpathy
 from jaxret.data import options as options_lib
+from jaxret.data import tfds_source
+from jaxret.data import wds
+from jaxret.data.builtin import dataset
 
 SOURCES = options_lib.SOURCES
 
@@ -19,20 +23,15 @@ def load_split(data_config, split):
   For a wds training split: a `wds.StreamRecords`, which the pipeline streams.
   """
   options = options_lib.resolve(data_config)
-  # pylint: disable=import-outside-toplevel  # Each source imports only what it needs.
   if ':' in options.source:  # A user's own source: load_split(data_config, split) -> Records.
     return registry.resolve(options.source, {}, 'data.source')(data_config, split)
   if options.source == 'builtin':
-    from jaxret.data.builtin import dataset
     return dataset.load_split(data_config, split)
   args = (options, split, data_config.image_size, data_config.num_threads)
   if options.source == 'karpathy':
-    from jaxret.data import karpathy
     return karpathy.load_split(*args)
   if options.source == 'tfds':
-    from jaxret.data import tfds_source
     return tfds_source.load_split(*args)
-  from jaxret.data import wds
   if split == 'train':
     return wds.StreamRecords(options, split)
   return wds.load_split(*args)

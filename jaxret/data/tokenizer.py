@@ -19,6 +19,8 @@ from tokenizers import normalizers
 from tokenizers import pre_tokenizers
 from tokenizers import processors
 
+from jaxret.models.load import local_models
+
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # Ids 0..4 in the built vocabulary.
 FILENAME = 'tokenizer.json'
@@ -91,7 +93,6 @@ def build_word_level(texts, max_len, min_count=1):
 def load_hf_directory(path, max_len):
   """A tokenizer from a local Hugging Face directory (no network), or a short name
   of one that a package ships (`minilm`)."""
-  from jaxret.models.load import local_models  # pylint: disable=import-outside-toplevel
   path = local_models.resolve(path)
   tokenizer_json = os.path.join(path, FILENAME)
   if os.path.exists(tokenizer_json):

@@ -23,7 +23,7 @@ from jaxret.data import pipeline
 from jaxret.evaluate import slow_retrieval
 from jaxret.index import scann_index
 from jaxret.rerank import reranker as reranker_lib
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 KS = (1, 5, 10)
 
@@ -86,7 +86,7 @@ class FastSlowEvaluator:
 
   def _restore_fast(self, workdir):
     config = workdir_config.load(workdir)
-    restored = inference.restore(config, workdir)
+    restored = restore_lib.restore(config, workdir)
     return _Fast(restored.model, restored.params, restored.tokenizer, config.data,
                  self.records.images, self.config.index)
 
@@ -158,6 +158,7 @@ def table(report):
 
 
 def plot(report, path):
+  # Imported here: matplotlib takes a second to import and only this report's plot needs it.
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel

@@ -8,7 +8,7 @@ import jax
 
 from jaxret import evaluate as evaluate_lib
 from jaxret.data import sources
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 
 def write_json(path, payload):
@@ -37,7 +37,7 @@ def format_table(results):
 def evaluate(config, workdir, step=None):
   """Evaluates checkpoint `step` (default: latest) on `config.eval.split`."""
   start = time.time()
-  restored = inference.restore(config, workdir, step)
+  restored = restore_lib.restore(config, workdir, step)
   records = sources.load_split(config.data, config.eval.split)
   output_dir = os.path.join(workdir, 'eval')
   evaluator = evaluate_lib.build(

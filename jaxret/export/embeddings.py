@@ -9,7 +9,7 @@ from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.evaluate import retrieval
 from jaxret.export import pca
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 FILENAME = 'embeddings.npz'
 
@@ -28,7 +28,7 @@ def export(config, workdir, step=None):
   projection (`pca_mean`, `pca_components`), fitted on the image descriptors of
   the first `config.export.pca_fit_images` training images (`export/pca.py`).
   """
-  restored = inference.restore(config, workdir, step)
+  restored = restore_lib.restore(config, workdir, step)
   records = sources.load_split(config.data, config.export.split)
   embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
   image_emb, text_emb, text_image_ids, texts = retrieval.embed_split(

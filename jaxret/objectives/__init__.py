@@ -4,11 +4,11 @@
 from jaxret import registry
 
 OBJECTIVES = {
-    'clip': 'jaxret.objectives.dual:ClipObjective',
-    'caption': 'jaxret.objectives.slow:CaptionObjective',
+    'clip': 'jaxret.objectives.clip:ClipObjective',
+    'caption': 'jaxret.objectives.caption:CaptionObjective',
     'distill': 'jaxret.objectives.distill:DistillObjective',
     'albef': 'jaxret.objectives.albef:AlbefObjective',
-    'wenlan': 'jaxret.objectives.moco:WenLanObjective',
+    'wenlan': 'jaxret.objectives.wenlan:WenLanObjective',
     'filip': 'jaxret.objectives.filip:FilipObjective',
     'irt': 'jaxret.objectives.irt:IrtObjective',
     'irt_image': 'jaxret.objectives.irt:IrtImageObjective',

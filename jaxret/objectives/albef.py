@@ -78,34 +78,34 @@ class AlbefObjective(base.Objective):
     images, tokens, mask, ids = batch['image'], batch['text'], batch['text_mask'], batch['image_id']
     alpha = momentum_lib.ramp(step, self.alpha_warmup_steps, self.alpha)
     online = self._apply(params, images, tokens, mask, True, method=self.model.features)
-    slow = jax.lax.stop_gradient(
+    ema = jax.lax.stop_gradient(
         self._apply(extra['momentum'], images, tokens, mask, True, method=self.model.features))
     queue = extra['queue']
     temperature = online['temperature']
     loss, metrics = self.itc_loss(
-        online['image_emb'], online['text_emb'], slow['image_emb'], slow['text_emb'], ids,
+        online['image_emb'], online['text_emb'], ema['image_emb'], ema['text_emb'], ids,
         queue['image'], queue['text'], queue['ids'], temperature, alpha)
     itm_rng, mlm_rng = jax.random.split(rng)
     if self.itm_weight:
-      itm_value, itm_metrics = self._itm(params, online, slow, mask, ids, itm_rng)
+      itm_value, itm_metrics = self._itm(params, online, ema, mask, ids, itm_rng)
       loss += self.itm_weight * itm_value
       metrics.update(itm_metrics)
     if self.mlm_weight:
-      mlm_value, mlm_metrics = self._mlm(params, extra['momentum'], online, slow, tokens, mask,
+      mlm_value, mlm_metrics = self._mlm(params, extra['momentum'], online, ema, tokens, mask,
                                          alpha, mlm_rng)
       loss += self.mlm_weight * mlm_value
       metrics.update(mlm_metrics)
-    new_queue = queue_lib.enqueue(queue, ids, image=slow['image_emb'], text=slow['text_emb'])
+    new_queue = queue_lib.enqueue(queue, ids, image=ema['image_emb'], text=ema['text_emb'])
     return loss, metrics, {**extra, 'queue': new_queue}
 
-  def _itm(self, params, online, slow, mask, ids, rng):
+  def _itm(self, params, online, ema, mask, ids, rng):
     """Positives, (text, hard negative image) and (hard negative text, image) pairs."""
     temperature = jax.lax.stop_gradient(online['temperature'])
     image_emb = jax.lax.stop_gradient(online['image_emb'])
     text_emb = jax.lax.stop_gradient(online['text_emb'])
     # Similarities over the global batch, as in the ITC (online query, momentum key).
-    sim_i2t = image_emb @ slow['text_emb'].T / temperature
-    sim_t2i = text_emb @ slow['image_emb'].T / temperature
+    sim_i2t = image_emb @ ema['text_emb'].T / temperature
+    sim_t2i = text_emb @ ema['image_emb'].T / temperature
     text_rng, image_rng = jax.random.split(rng)
     negative_text, has_negative_text = itm.sample_hard_negatives(text_rng, sim_i2t, ids, ids)
     negative_image, has_negative_image = itm.sample_hard_negatives(image_rng, sim_t2i, ids, ids)
@@ -120,14 +120,14 @@ class AlbefObjective(base.Objective):
                                has_negative_text.astype(jnp.float32)])
     return self.itm_loss(logits, labels, weights)
 
-  def _mlm(self, params, momentum_params, online, slow, tokens, mask, alpha, rng):
+  def _mlm(self, params, momentum_params, online, ema, tokens, mask, alpha, rng):
     inputs, selected = mlm.mask_tokens(rng, tokens, mask, mask_id=self.mask_token_id,
                                        vocab_size=self.model.vocab_size,
                                        probability=self.mlm_probability)
     logits = self._apply(params, inputs, mask, online['image_tokens'], True,
                          method=self.model.mlm_logits)
     teacher = jax.lax.stop_gradient(self._apply(momentum_params, inputs, mask,
-                                                slow['image_tokens'], True,
+                                                ema['image_tokens'], True,
                                                 method=self.model.mlm_logits))
     return self.mlm_loss(logits, teacher, tokens, selected, alpha)
 

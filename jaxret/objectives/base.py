@@ -9,6 +9,8 @@ Every training objective (`objectives/__init__.py`) provides
     nothing here).
 """
 
+from jaxret.inference import restore as restore_lib
+
 
 class Objective:
   """Defaults for an image–text model called as model(image, text, text_mask)."""
@@ -17,7 +19,7 @@ class Objective:
     self.model = model
 
   def init_params(self, rng, batch):
-    return self.model.init(rng, batch['image'], batch['text'], batch['text_mask'])['params']
+    return restore_lib.init_params(self.model, rng, batch)
 
   def init_extra(self, params):
     del params

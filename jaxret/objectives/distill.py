@@ -14,6 +14,7 @@ from jax import lax
 from jaxret import errors
 from jaxret.config import workdir as workdir_config
 from jaxret.data import tokenizer as tokenizer_lib
+from jaxret.inference import restore as restore_lib
 from jaxret.losses import clip
 from jaxret.losses import distill
 from jaxret.losses import gather
@@ -25,11 +26,10 @@ def _teacher(loss_config):
   """(teacher model, teacher config) of the slow workdir `loss.teacher`."""
   if not loss_config.teacher:
     raise errors.UserError('loss.teacher must name a trained slow-model workdir, e.g. '
-                           '--config.loss.teacher=/tmp/jaxret-slow (see configs/slow.py)')
-  from jaxret.train import setup  # pylint: disable=import-outside-toplevel  # (cycle)
+                           '--config.loss.teacher=/tmp/jaxret-slow (see configs/caption.py)')
   config = workdir_config.load(loss_config.teacher)
   tokenizer = tokenizer_lib.load_workdir(loss_config.teacher, config.data.text_len)
-  return setup.build_model(config, tokenizer), config
+  return restore_lib.build_model(config, tokenizer), config
 
 
 class DistillObjective(base.Objective):
@@ -52,8 +52,7 @@ class DistillObjective(base.Objective):
 
   def load_extra(self, extra, shardings):
     """The teacher's trained parameters in place of the placeholders of `init_extra`."""
-    from jaxret.train import inference  # pylint: disable=import-outside-toplevel  # (cycle)
-    teacher = inference.restore(self.teacher_config, self.loss_config.teacher).params
+    teacher = restore_lib.restore(self.teacher_config, self.loss_config.teacher).params
     return {**extra, 'teacher': jax.device_put(teacher, shardings['teacher'])}
 
   def _loss(self, image_emb, text_emb, image_ids, logit_scale, visual, tokens, mask, candidates,

@@ -14,6 +14,7 @@ sometimes, three-object scenes rarely (those are negatives only).
 import numpy as np
 
 from jaxret import errors
+from jaxret.data.builtin import dataset
 
 KINDS = ('builtin_scene',)
 
@@ -31,5 +32,4 @@ def split_labels(kind, data_config, split):
   if data_config.source != 'builtin':
     raise errors.UserError(f'labels {kind!r} need data.source="builtin", '
                            f'not {data_config.source!r}')
-  from jaxret.data.builtin import dataset  # pylint: disable=import-outside-toplevel
   return scene_labels(dataset.scenes_of_split(data_config, split))

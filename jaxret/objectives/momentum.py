@@ -12,8 +12,8 @@ def copy(params):
 def ema(momentum_params, params, momentum):
   """θ' ← m·θ' + (1 − m)·θ, leaf by leaf (MoCo, ALBEF); no gradient flows into θ'."""
   params = jax.lax.stop_gradient(params)
-  return jax.tree.map(lambda slow, fast: (momentum * slow + (1 - momentum) * fast).astype(
-      slow.dtype), momentum_params, params)
+  return jax.tree.map(lambda ema, online: (momentum * ema + (1 - momentum) * online).astype(
+      ema.dtype), momentum_params, params)
 
 
 def ramp(step, warmup_steps, final_value):

@@ -6,7 +6,7 @@ from jaxret import errors
 from jaxret.config import workdir as workdir_config
 from jaxret.rerank import scorer as scorer_lib
 from jaxret.rerank import visual_store
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 
 def combine(slow_scores, fast_scores, beta):
@@ -50,7 +50,7 @@ class FastSlowReranker:
 def restore_scorer(slow_workdir, rerank_config):
   """The latest checkpoint of the slow workdir: (`SlowScorer`, its tokenizer, its step)."""
   slow_config = workdir_config.load(slow_workdir)
-  restored = inference.restore(slow_config, slow_workdir)
+  restored = restore_lib.restore(slow_config, slow_workdir)
   scorer = scorer_lib.SlowScorer(
       restored.model, restored.params, slow_config.data,
       candidate_buckets=rerank_config.candidate_buckets,

@@ -12,7 +12,7 @@ from jaxret.export import embeddings
 from jaxret.index import store
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.serve import contact_sheet
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 
 def check_text(text):
@@ -44,7 +44,7 @@ def query(config, workdir, text, k, step=None):
   index = store.load(store.directory(workdir), expected_dim=config.model.embed_dim,
                      expected_step=step)
   check_k(k, len(index))
-  restored = inference.restore(config, workdir, index.manifest['model_step'])
+  restored = restore_lib.restore(config, workdir, index.manifest['model_step'])
   embedder = embed.Embedder(restored.model, restored.mesh, mesh_lib.batch_shards(restored.mesh),
                             config.data)
   tokens, mask = restored.tokenizer.encode([text])

@@ -19,6 +19,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from jaxret.rerank import reranker
+
 
 class Reranker(Protocol):
   name: str
@@ -30,6 +32,5 @@ class Reranker(Protocol):
 
 def for_workdir(config, workdir):
   """The workdir's re-ranker, or None when its config names no slow model
-  (`rerank.slow_workdir`, as in configs/fast_slow.py)."""
-  from jaxret.rerank import reranker  # pylint: disable=import-outside-toplevel
+  (`rerank.slow_workdir`, as in configs/distill.py)."""
   return reranker.for_workdir(config, workdir)

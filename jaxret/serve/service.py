@@ -29,7 +29,7 @@ from jaxret.serve import batcher as batcher_lib
 from jaxret.serve import encoder as encoder_lib
 from jaxret.serve import gallery as gallery_lib
 from jaxret.serve import rerank as rerank_lib
-from jaxret.train import inference
+from jaxret.inference import restore as restore_lib
 
 REQUEST_TIMEOUT_S = 60
 
@@ -242,7 +242,7 @@ def from_workdir(config, workdir, options=Options()):
   # One device: a query batch is small, and one device keeps latency low.
   mesh = mesh_lib.make_mesh(devices=jax.local_devices()[:1])
   try:
-    restored = inference.restore(config, workdir, step, mesh=mesh)
+    restored = restore_lib.restore(config, workdir, step, mesh=mesh)
   except errors.UserError as e:
     raise errors.UserError(f'the index was built from checkpoint step {step}, which cannot be '
                            f'restored ({e}); re-export and re-index: --mode=export then '

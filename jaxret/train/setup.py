@@ -9,11 +9,12 @@ from jaxret import models
 from jaxret import objectives
 from jaxret import registry
 from jaxret.data import pipeline
+from jaxret.inference import checkpoints as checkpoints_lib
+from jaxret.inference import restore as restore_lib
 from jaxret.models import variants
 from jaxret.models.load import pretrained
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
-from jaxret.train import checkpoint
 from jaxret.train import guards
 from jaxret.train import optimizer as optimizer_lib
 from jaxret.train import state as state_lib
@@ -38,14 +39,6 @@ def check_config(config):
     raise errors.UserError(f'total_steps must be >= 0, got {config.total_steps}')
 
 
-def build_model(config, tokenizer):
-  try:
-    return models.build(config.model, vocab_size=tokenizer.vocab_size,
-                        text_len=config.data.text_len)
-  except TypeError as e:  # An unknown or missing model setting.
-    raise errors.UserError(f'model settings do not fit {config.model.name!r}: {e}') from e
-
-
 class Trainable:
   """The model, objective, optimizer and sharded state layout for one config."""
 
@@ -53,7 +46,7 @@ class Trainable:
     check_config(config)
     self.config = config
     self.mesh = mesh
-    self.model = build_model(config, tokenizer)
+    self.model = restore_lib.build_model(config, tokenizer)
     self.objective = objectives.build(config.loss, self.model, mesh)
     self.optimizer, self.learning_rate = optimizer_lib.build(config)
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
@@ -84,7 +77,7 @@ class Trainable:
     return state
 
   def restore_target(self):
-    return checkpoint.abstract_with_shardings(self.abstract_state, self.state_shardings)
+    return checkpoints_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)
 
   def compiled_step(self):
     """`train_step` jit-compiled with the state's and batch's shardings, state donated."""

@@ -19,7 +19,7 @@ from jaxret.data import sources
 from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
-from jaxret.train import checkpoint
+from jaxret.inference import checkpoints as checkpoints_lib
 from jaxret.train import guards
 from jaxret.train import metrics_writer
 from jaxret.train import preemption
@@ -87,10 +87,10 @@ def train(config, workdir, mesh=None):
       train_records, tokenizer, config.data, seed=config.seed, global_batch=config.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
   data_iterator = pipeline.train_iterator(dataset, config.data)
-  checkpoints = checkpoint.Checkpoints(workdir, config.keep_checkpoints)
+  checkpoints = checkpoints_lib.Checkpoints(workdir, config.keep_checkpoints)
   if checkpoints.latest_step() is not None:
     state = checkpoints.restore(trainable.restore_target(), data_iterator=data_iterator)
-    log(f'resumed from step {int(state.step)} in {checkpoint.directory(workdir)}')
+    log(f'resumed from step {int(state.step)} in {checkpoints_lib.directory(workdir)}')
   else:
     state = trainable.init_state()
   if jax.process_index() == 0:  # Written once everything above has been accepted.
@@ -145,7 +145,7 @@ def train(config, workdir, mesh=None):
       if preempted:
         checkpoints.wait()
         raise errors.Preempted(
-            f'preempted: saved the checkpoint of step {step} in {checkpoint.directory(workdir)}; '
+            f'preempted: saved the checkpoint of step {step} in {checkpoints_lib.directory(workdir)}; '
             'rerun the same command to resume')
     guard.check()
   finally:

@@ -18,6 +18,7 @@ import re
 
 import jax
 import numpy as np
+from safetensors import numpy as safetensors_numpy
 
 from jaxret import errors
 
@@ -26,7 +27,6 @@ SAFETENSORS = 'model.safetensors'
 
 def read_safetensors(directory):
   """{name: np.ndarray} of `directory/model.safetensors` (NumPy, no PyTorch)."""
-  from safetensors import numpy as safetensors_numpy  # pylint: disable=import-outside-toplevel
   path = os.path.join(directory, SAFETENSORS)
   if not os.path.isfile(path):
     raise errors.UserError(f'no {SAFETENSORS} in {directory} (a Hugging Face model directory '

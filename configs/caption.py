@@ -1,13 +1,13 @@
 r"""The slow model of Thinking Fast and Slow: a bidirectional captioner on the built-in data.
 
-  python -m jaxret.main --mode=train --config=configs/slow.py --workdir=/tmp/jaxret-slow
+  python -m jaxret.main --mode=train --config=configs/caption.py --workdir=/tmp/jaxret-slow
   python -m jaxret.main --mode=eval --workdir=/tmp/jaxret-slow   # exhaustive Slow R@K
 
 A ViT (nano/8, as the fast demo model) with a feature pyramid (`pyramid=fine`:
 16x16 visual tokens from the 8x8 patch grid; `pyramid=coarse`: the patch grid)
 and two 2-block decoders (forward, backward), trained with the bidirectional
 captioning loss; h(x, y) = log p_fwd(y|x) + log p_bwd(y|x) scores a pair. It is
-the teacher of `configs/fast_slow.py` and its re-ranker. Results: README
+the teacher of `configs/distill.py` and its re-ranker. Results: README
 ("Thinking Fast and Slow").
 
 Arguments: `runlocal`, `pyramid=fine|coarse`, `steps=N`.

@@ -2,8 +2,8 @@ r"""Thinking Fast and Slow on the built-in data: the fast dual encoder distilled
 slow captioner, evaluated alone, against the slow model, and re-ranked by it.
 
   python -m jaxret.main --mode=demo --config=configs/demo.py --workdir=/tmp/jaxret-demo
-  python -m jaxret.main --mode=train --config=configs/slow.py --workdir=/tmp/jaxret-slow
-  python -m jaxret.main --mode=train --config=configs/fast_slow.py --workdir=/tmp/jaxret-fs
+  python -m jaxret.main --mode=train --config=configs/caption.py --workdir=/tmp/jaxret-slow
+  python -m jaxret.main --mode=train --config=configs/distill.py --workdir=/tmp/jaxret-fs
   python -m jaxret.main --mode=eval --workdir=/tmp/jaxret-fs   # -> eval/fast_slow.{json,md,png}
 
 Training: the demo's dual encoder and schedule, with L = L_clip + α H(p, q), the
@@ -19,7 +19,7 @@ Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`.
 import ml_collections
 
 from configs import demo
-from configs import slow as slow_config
+from configs import caption as caption_config
 from jaxret.config import args as args_lib
 
 
@@ -39,7 +39,7 @@ def get_config(arg=None):
   config.loss.student_temperature = 0.0  # 0: the student's own learned logit scale.
   config.loss.num_candidates = 8  # |B_i|: the paper uses the whole batch; see README.
   config.eval.evaluator = 'fast_slow'
-  slow = slow_config.get_config('runlocal' if arg.runlocal else None)
+  slow = caption_config.get_config('runlocal' if arg.runlocal else None)
   # Queries (one caption per image, spread over the split): exhaustive Slow scores
   # each against the whole gallery, which is what makes it slow.
   config.eval.max_queries = slow.eval.max_queries

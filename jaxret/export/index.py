@@ -5,8 +5,11 @@ import os
 import numpy as np
 
 from jaxret import errors
+from jaxret.data import sources
 from jaxret.export import embeddings
 from jaxret.index import store
+from jaxret.rerank import reranker
+from jaxret.rerank import visual_store
 
 PROBE_SIZE = 8  # Exported captions kept with the index to recognise its model.
 
@@ -31,10 +34,6 @@ def build_index(config, workdir):
 
 def build_slow_store(config, workdir, image_ids, split):
   """The slow model's visual tokens of the gallery, stored for re-ranking (`DIR/rerank/`)."""
-  # pylint: disable=import-outside-toplevel  # Only configs with a slow model need these.
-  from jaxret.data import sources
-  from jaxret.rerank import reranker
-  from jaxret.rerank import visual_store
   scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank)
   records = sources.load_split(config.data, split)
   row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}

@@ -5,7 +5,7 @@ import functools
 import jax
 
 from jaxret import errors
-from jaxret.losses import moco
+from jaxret.losses import wenlan
 from jaxret.losses import queue as queue_lib
 from jaxret.objectives import base
 from jaxret.objectives import momentum as momentum_lib
@@ -15,7 +15,7 @@ from jaxret.parallel import shard
 class WenLanObjective(base.Objective):
   """Image queries against text keys (the momentum text encoder's, plus a text
   queue) and text queries against image keys and an image queue
-  (`losses/moco.py`), on a dual encoder.
+  (`losses/wenlan.py`), on a dual encoder.
 
   Loss settings: `queue_size` (K, a multiple of the global batch; BriVL: 9600),
   `momentum` (BriVL: 0.99), `temperature` (fixed; 0.07), `exclude_same_id`
@@ -33,7 +33,7 @@ class WenLanObjective(base.Objective):
     self.momentum = float(loss_config.momentum)
     if not 0 <= self.momentum < 1:
       raise errors.UserError(f'loss.momentum must be in [0, 1), got {self.momentum}')
-    loss_fn = functools.partial(moco.wenlan_loss, temperature=float(loss_config.temperature),
+    loss_fn = functools.partial(wenlan.wenlan_loss, temperature=float(loss_config.temperature),
                                 exclude_same_id=bool(loss_config.exclude_same_id))
     self.loss = shard.over_batch(loss_fn, mesh, num_args=8, replicated_argnums=(5, 6, 7))
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxret.losses import moco
+from jaxret.losses import wenlan
 from jaxret.losses import queue as queue_lib
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import shard
@@ -55,7 +55,7 @@ def _inputs(n=16, d=8, k=40, written=30, seed=0):
 @pytest.mark.parametrize('exclude_same_id', [True, False])
 def test_wenlan_matches_numpy(exclude_same_id):
   inputs = _inputs()
-  loss, metrics = moco.wenlan_loss(*inputs, temperature=0.07, exclude_same_id=exclude_same_id)
+  loss, metrics = wenlan.wenlan_loss(*inputs, temperature=0.07, exclude_same_id=exclude_same_id)
   expected = numpy_wenlan(*inputs, 0.07, exclude_same_id)
   np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(metrics['i2t_loss'] + metrics['t2i_loss'], loss, rtol=1e-6)
@@ -66,7 +66,7 @@ def test_empty_queue_gives_zero_loss():
   """Only the positive in the softmax: nothing to contrast yet (MoCo's first step)."""
   image, text, image_m, text_m, ids, image_queue, text_queue, queue_ids = _inputs()
   queue_ids = np.full_like(queue_ids, queue_lib.EMPTY_ID)
-  loss, _ = moco.wenlan_loss(image, text, image_m, text_m, ids, image_queue, text_queue,
+  loss, _ = wenlan.wenlan_loss(image, text, image_m, text_m, ids, image_queue, text_queue,
                              queue_ids, temperature=0.07)
   assert float(loss) == 0.0
 
@@ -77,7 +77,7 @@ def test_keys_get_no_gradient_and_queries_match_finite_differences():
   args = [np.float64(a) if a.dtype == np.float32 else a
           for a in (image, text, image_m, text_m, ids, image_queue, text_queue, queue_ids)]
   with jax.enable_x64(True):
-    grads = jax.grad(lambda *x: moco.wenlan_loss(*x, *args[4:], temperature=0.1)[0],
+    grads = jax.grad(lambda *x: wenlan.wenlan_loss(*x, *args[4:], temperature=0.1)[0],
                      argnums=(0, 1, 2, 3))(*args[:4])
     assert not np.asarray(grads[2]).any() and not np.asarray(grads[3]).any()
     eps = 1e-6
@@ -97,7 +97,7 @@ def test_sharded_equals_single_device_with_gradients():
   mesh = mesh_lib.make_mesh()
 
   def loss_fn(*args, axis_name=None):
-    return moco.wenlan_loss(*args, temperature=0.07, axis_name=axis_name)
+    return wenlan.wenlan_loss(*args, temperature=0.07, axis_name=axis_name)
 
   sharded = shard.over_batch(loss_fn, mesh, num_args=8, replicated_argnums=(5, 6, 7))
 

@@ -1,0 +1,1 @@
+"""A workdir's checkpoints, and a trained model restored from them for inference."""
