@@ -1,13 +1,13 @@
 r"""Training-step time of every method config, side by side in one run.
 
-  python -m benchmarks.methods [--methods=clip,siglip,irt,filip,albef,wenlan,slow] \
+  python -m benchmarks.methods [--methods=clip,siglip,irt,filip,albef,wenlan,caption] \
       [--rounds=10] [--out=benchmarks/results/methods_cpu.json]
 
 Builds each config (`configs/<name>.py`, full size, not runlocal) on the built-in
 data, compiles its `train_step`, then times one step of every method per
 round, round after round, so that load on a noisy machine falls on all of them
 alike. Prints the median step time and its ratio to the first method's.
-`fast_slow` (distillation) needs a trained slow workdir: `--teacher=DIR`.
+`distill` needs a trained slow workdir: `--teacher=DIR`.
 """
 
 import importlib.util
@@ -28,9 +28,9 @@ from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
 
 _METHODS = flags.DEFINE_list('methods', ['clip', 'siglip', 'irt', 'filip', 'albef', 'wenlan',
-                                         'slow'], 'Config names under configs/.')
+                                         'caption'], 'Config names under configs/.')
 _ROUNDS = flags.DEFINE_integer('rounds', 10, 'Timed rounds (after one warm-up step each).')
-_TEACHER = flags.DEFINE_string('teacher', None, 'Slow workdir, for the fast_slow method.')
+_TEACHER = flags.DEFINE_string('teacher', None, 'Slow workdir, for the distill method.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def load_config(name):
   spec = importlib.util.spec_from_file_location(f'config_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(f'slow={_TEACHER.value}' if name == 'fast_slow' else None)
+  return module.get_config(f'slow={_TEACHER.value}' if name == 'distill' else None)
 
 
 class Method:
@@ -50,7 +50,7 @@ class Method:
   def __init__(self, name, records, tokenizer):
     self.name = name
     config = load_config(name)
-    if name == 'fast_slow':
+    if name == 'distill':
       tokenizer = tokenizer_lib.load_workdir(_TEACHER.value, config.data.text_len)
     self.mesh = mesh_lib.make_mesh(config.mesh)
     trainable = setup.Trainable(config, tokenizer, self.mesh)

@@ -18,9 +18,10 @@ wraps (same parameters, same object), exact search in NumPy and in JAX, and
 FAISS HNSW when installed; build time; index size on disk; and p50/p99 latency
 of `GET /search` end to end over loopback (one client, then --clients at once).
 The synthetic gallery has no text model: its server embeds a query `q<N>` as
-held-out query vector N, so its latency is HTTP + batching + ScaNN. No model
-has a slow re-ranker yet; "with re-ranking" uses a stand-in that re-scores the
-candidates exactly, which measures the hook's plumbing, not a slow model.
+held-out query vector N, so its latency is HTTP + batching + ScaNN. The
+synthetic gallery has no slow model either, so "with re-ranking" uses a stand-in
+that re-scores the candidates exactly: it measures the hook's plumbing; the slow
+re-ranker's own cost is measured in docs/fast_slow.md.
 """
 
 import argparse

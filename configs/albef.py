@@ -13,8 +13,8 @@ text→image R@1 22.0, R@5 65.7, R@10 85.3; image→text R@1 18.6 (350 steps):
 below CLIP's 27.2. Why: the same towers share 350 steps between ITC, ITM and
 MLM, and the momentum-distilled ITC targets come from an EMA model that lags
 the encoder over so short a run; ALBEF's ITC is a shortlist for its ITM head,
-which re-ranks it (the README's Thinking Fast and Slow section compares that
-head with the captioning score).
+which re-ranks it (docs/fast_slow.md compares that head with the
+captioning score).
 
 Arguments (`configs/albef.py:runlocal,steps=50`):
   runlocal: a seconds-long smoke run (tiny model, few steps, small splits).
@@ -23,10 +23,12 @@ Arguments (`configs/albef.py:runlocal,steps=50`):
     adapted to a few hundred steps (see the comment in `get_config`).
 """
 
-from configs import demo
-from jaxret.config import args as args_lib
-
 import ml_collections
+
+from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):
@@ -57,6 +59,5 @@ def get_config(arg=None):
   config.loss.alpha_warmup_steps = pairs_per_epoch // config.batch_size  # One epoch.
   config.loss.itm_weight = 1.0
   config.loss.mlm_weight = 1.0
-  config.loss.mlm_probability = 0.15
-  config.loss.mask_token_id = 4  # [MASK] in the built-in word-level vocabulary.
+  config.loss.mlm_probability = 0.15  # The mask id is the tokenizer's [MASK].
   return config

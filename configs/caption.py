@@ -7,16 +7,18 @@ A ViT (nano/8, as the fast demo model) with a feature pyramid (`pyramid=fine`:
 16x16 visual tokens from the 8x8 patch grid; `pyramid=coarse`: the patch grid)
 and two 2-block decoders (forward, backward), trained with the bidirectional
 captioning loss; h(x, y) = log p_fwd(y|x) + log p_bwd(y|x) scores a pair. It is
-the teacher of `configs/distill.py` and its re-ranker. Results: README
-("Thinking Fast and Slow").
+the teacher of `configs/distill.py` and its re-ranker. Results:
+docs/fast_slow.md.
 
 Arguments: `runlocal`, `pyramid=fine|coarse`, `steps=N`.
 """
 
 import ml_collections
 
-from configs import demo
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):
@@ -42,7 +44,6 @@ def get_config(arg=None):
   # images spread over the split (0: all of them).
   config.eval.max_queries = 16 if arg.runlocal else 100
   # Shapes the slow scorer compiles for (see jaxret/rerank/scorer.py).
-  config.rerank = ml_collections.ConfigDict()
   config.rerank.candidate_buckets = (10, 50, 100)
   config.rerank.length_buckets = (8, 16, 24)
   config.rerank.storage_dtype = 'bfloat16'

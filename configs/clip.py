@@ -16,7 +16,9 @@ text→image R@1 27.2, R@5 76.3, R@10 94.2; image→text R@1 27.8 (350 steps).
 Arguments (`configs/clip.py:runlocal,steps=50`): those of configs/demo.py.
 """
 
-from configs import demo
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):

@@ -7,7 +7,7 @@ r"""CLIP ViT-B/16 dual encoder (OpenAI CLIP sizes), bf16 compute, for accelerato
 ViT-B/16 at 224x224 and a 12-layer, 512-wide causal text transformer (CLIP's
 text tower is our 'M' size) with end-token pooling, 512-d joint space, global
 batch 1024. On the built-in data this is far more model than the data needs;
-it is the config for real data (`--config.data.source=...`, see README) and
+it is the config for real data (`--config.data.source=...`, see docs/data.md) and
 for throughput measurements. Not run on CPU in this repository.
 
 Arguments: `runlocal` (a tiny smoke version), `remat` (rematerialise blocks),
@@ -16,8 +16,10 @@ Arguments: `runlocal` (a tiny smoke version), `remat` (rematerialise blocks),
 
 import ml_collections
 
-from configs import demo
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):

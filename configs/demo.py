@@ -100,8 +100,15 @@ def get_config(arg=None):
   config.eval.split = 'test'  # --mode=eval.
   config.eval.periodic_split = 'val'  # During training.
   config.eval.batch_size = 64 if arg.runlocal else 256
+  # text_image: text→image and image→text Recall@K; image_image adds image→image
+  # Recall@K by label over `eval.views` renderings of each scene (configs/irt_image.py).
+  config.eval.task = 'text_image'
 
   config.export = ml_collections.ConfigDict({'split': 'test'})
+  # PCA-reduced copies of the exported descriptors (jaxret/export/pca.py): the
+  # reduced dimension (0: none), fitted on this many training images.
+  config.export.pca_dim = 0
+  config.export.pca_fit_images = 2000
 
   config.index = ml_collections.ConfigDict()
   config.index.method = 'auto'  # auto | brute_force | tree_ah
@@ -111,6 +118,24 @@ def get_config(arg=None):
   config.index.reorder = 0
   config.index.dims_per_block = 2
   config.index.anisotropic_threshold = 0.2
+
+  # Re-ranking the fast top K by a slow model (Thinking Fast and Slow:
+  # configs/caption.py, configs/distill.py). `slow_workdir`: the slow model's
+  # workdir ('': no re-ranking); --mode=index then stores its visual tokens of
+  # the gallery, and serving re-ranks with them.
+  config.rerank = ml_collections.ConfigDict()
+  config.rerank.slow_workdir = ''
+  config.rerank.k = 25  # Candidates re-ranked when serving.
+  config.rerank.beta = 1.0  # final = h + β · fast score.
+  # Shapes the slow scorer compiles for (jaxret/rerank/scorer.py), and the
+  # stored visual tokens' dtype.
+  config.rerank.candidate_buckets = (10, 50, 100)
+  config.rerank.length_buckets = (8, 16, 24)
+  config.rerank.storage_dtype = 'bfloat16'
+  # The fast_slow evaluator's (configs/distill.py): the undistilled fast model's
+  # workdir to compare with ('': none), and the numbers of candidates re-ranked.
+  config.rerank.fast_workdir = ''
+  config.rerank.ks = (10, 50, 100)
 
   config.query = ml_collections.ConfigDict()
   config.query.text = 'a large yellow triangle above a little red square above a big purple cross'

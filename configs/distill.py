@@ -11,16 +11,18 @@ teacher p from the slow workdir (`slow=DIR`, default /tmp/jaxret-slow) over
 |B_i| = `num_candidates` images per caption. Evaluation on the test split: Fast
 (the undistilled dual encoder of `fast=DIR`, default /tmp/jaxret-demo), Fast
 distilled (this model), Slow over the whole gallery, and Fast+Slow for each K
-in `rerank.ks` (final score h + β · fast score). Results: README.
+in `rerank.ks` (final score h + β · fast score). Results: docs/fast_slow.md.
 
 Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`.
 """
 
 import ml_collections
 
-from configs import demo
-from configs import caption as caption_config
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
+caption_config = config_file.sibling(__file__, 'caption')
 
 
 def get_config(arg=None):
@@ -37,7 +39,7 @@ def get_config(arg=None):
   config.loss.alpha = 1.0
   config.loss.teacher_temperature = 1.0
   config.loss.student_temperature = 0.0  # 0: the student's own learned logit scale.
-  config.loss.num_candidates = 8  # |B_i|: the paper uses the whole batch; see README.
+  config.loss.num_candidates = 8  # |B_i|: the paper uses the whole batch; see docs/fast_slow.md.
   config.eval.evaluator = 'fast_slow'
   slow = caption_config.get_config('runlocal' if arg.runlocal else None)
   # Queries (one caption per image, spread over the split): exhaustive Slow scores

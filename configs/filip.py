@@ -35,8 +35,10 @@ Arguments (`configs/filip.py:runlocal,steps=50`): those of configs/demo.py.
 
 import ml_collections
 
-from configs import demo
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):

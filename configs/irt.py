@@ -32,8 +32,10 @@ configs/demo.py, and `pool` (cls | mean | gem; default cls, mean for runlocal).
 
 import ml_collections
 
-from configs import demo
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 IMAGE_POOLS = {'cls': 'cls', 'mean': 'gap', 'gem': 'gem'}
 
@@ -72,6 +74,4 @@ def get_config(arg=None):
   config = demo.get_config(f'runlocal={arg.runlocal},steps={arg.steps}')
   config.model.image.pool = image_pool(arg.pool)
   config.loss = irt_loss(arg.runlocal)
-  config.export.pca_dim = 0  # 0: no PCA; else the reduced dimension.
-  config.export.pca_fit_images = 2000  # Training images the PCA is fitted on.
   return config

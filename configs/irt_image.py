@@ -33,8 +33,10 @@ Arguments (`configs/irt_image.py:runlocal,steps=50,pool=gem`): those of
 configs/irt.py.
 """
 
-from configs import demo
-from configs import irt
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
+irt = config_file.sibling(__file__, 'irt')
 
 
 def get_config(arg=None):
@@ -48,6 +50,4 @@ def get_config(arg=None):
   config.loss.data = config.data
   config.eval.task = 'image_image'
   config.eval.views = 2  # Renderings of each scene in the evaluation gallery.
-  config.export.pca_dim = 0
-  config.export.pca_fit_images = 2000
   return config

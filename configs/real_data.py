@@ -28,11 +28,13 @@ the shorter side and centre-crops; images are normalised with CLIP's mean and st
 
 import ml_collections
 
-from configs import demo
 from jaxret.config import args as args_lib
+from jaxret.config import config_file
 from jaxret.models.load import checkpoint as checkpoint_lib
 from jaxret.models.load import hf
 from jaxret.models.load import local_models
+
+demo = config_file.sibling(__file__, 'demo')
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

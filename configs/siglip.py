@@ -21,7 +21,9 @@ long runs, not a few hundred steps.
 Arguments (`configs/siglip.py:runlocal,steps=50`): those of configs/demo.py.
 """
 
-from configs import demo
+from jaxret.config import config_file
+
+demo = config_file.sibling(__file__, 'demo')
 
 
 def get_config(arg=None):

@@ -6,7 +6,8 @@ from the layers below it, never from one above, not even inside a function
 """
 
 LAYERS = (
-    ('errors', 'registry', 'files'),  # One-line errors, choosing by name, atomic writes.
+    # One-line errors, choosing by name, atomic writes, parameter path names.
+    ('errors', 'registry', 'files', 'tree'),
     ('config',),      # Config arguments, a workdir's saved config.
     ('parallel',),    # Mesh, shardings, shard_map wrappers, multi-process start.
     ('losses',),      # Pure loss functions of arrays (plus an axis name).

@@ -3,7 +3,8 @@
 Every file or folder jaxret replaces in a workdir or an index goes through here:
 the new content is written beside the target under a name unique to this process
 and thread, then renamed over it (`os.replace` is atomic on POSIX). A failure
-part-way removes the partial copy and leaves the target as it was.
+part-way removes the partial copy and leaves the target as it was. `read_json`
+reads such a JSON file back, refusing a missing one in one line.
 """
 
 import contextlib
@@ -11,6 +12,8 @@ import json
 import os
 import shutil
 import threading
+
+from jaxret import errors
 
 
 def _private(path, tag):
@@ -36,6 +39,14 @@ def atomic_file(path, mode='w'):
 def write_json(path, payload, **dump_options):
   with atomic_file(path) as f:
     json.dump(payload, f, **dump_options)
+
+
+def read_json(path, missing):
+  """The JSON value in `path`; `errors.UserError(missing)` where there is no such file."""
+  if not os.path.isfile(path):
+    raise errors.UserError(missing)
+  with open(path) as f:
+    return json.load(f)
 
 
 def write_bytes(path, data):

@@ -3,6 +3,8 @@
   python -m jaxret.main --mode=MODE --config=configs/NAME.py[:ARGS] --workdir=DIR \
       [--config.KEY=VALUE ...]
 
+or, after `pip install .`, the same flags to the `jaxret` command.
+
 Modes: train (resumes from DIR's latest checkpoint), eval, export, index,
 query (--query="a red circle" [--k=5]), demo (all of them in order), and serve
 (an HTTP server and web page: --host=127.0.0.1 --port=8000).
@@ -136,5 +138,10 @@ def main(argv):
              'jaxret lacks the keys added since): pass --config=configs/NAME.py, or retrain')
 
 
-if __name__ == '__main__':
+def entry():
+  """The installed `jaxret` command (pyproject.toml's console script): `python -m jaxret.main`."""
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  entry()

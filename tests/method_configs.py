@@ -9,10 +9,6 @@ import tempfile
 from conftest import REPO
 
 
-# Losses whose config file is not named after them.
-CONFIG_FILES = {'caption': 'slow', 'distill': 'fast_slow'}
-
-
 def load_config(name, arg):
   path = REPO / 'configs' / f'{name}.py'
   spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
@@ -27,21 +23,18 @@ def teacher_workdir():
   from jaxret.train import trainer  # pylint: disable=import-outside-toplevel
   workdir = tempfile.mkdtemp(prefix='jaxret-teacher-')
   atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # Removed when the process ends.
-  config = load_config('slow', 'runlocal')
+  config = load_config('caption', 'runlocal')
   config.total_steps, config.eval_every, config.log_every = 1, 0, 1
   trainer.train(config, workdir)
   return workdir
 
 
 def tiny_config(loss_name):
-  """`configs/<loss>.py:runlocal` when that file exists, else the demo's with the loss swapped."""
-  name = CONFIG_FILES.get(loss_name, loss_name)
-  if not (REPO / 'configs' / f'{name}.py').exists():
-    name = 'demo'
+  """`configs/<loss>.py:runlocal`: every method's config file is named after it."""
+  name = loss_name
   arg = 'runlocal'
   if loss_name == 'distill':
     arg += f',slow={teacher_workdir()}'
   config = load_config(name, arg)
-  if config.loss.name != loss_name:
-    config.loss.name = loss_name
+  assert config.loss.name == loss_name, (name, config.loss.name)
   return config

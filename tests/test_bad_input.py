@@ -33,6 +33,10 @@ FRESH_CASES = [
      ('batch_size=30 is not divisible by the 8 devices',)),
     (('--mode=train', TINY, "--config.mesh=(('data', 3),)"), ('3 devices but there are 8',)),
     (('--mode=train', TINY, '--config.loss.name=clipp'), ("unknown loss 'clipp'",)),
+    # Another method's loss settings under CLIP's name: no setting is silently unused.
+    (('--mode=train', '--config=configs/wenlan.py:runlocal', '--config.loss.name=clip'),
+     ("loss.exclude_same_id, loss.momentum, loss.queue_init, loss.queue_size, "
+      "loss.temperature are not settings of loss 'clip' (its settings: none)",)),
     (('--mode=train', TINY, '--config.model.name=dual'), ("unknown model 'dual'",)),
     (('--mode=train', TINY, '--config.data.source=nowhere'), ("unknown data.source 'nowhere'",)),
     (('--mode=train', TINY, '--config.on_nonfinite=ignore'), ("on_nonfinite='ignore'",)),

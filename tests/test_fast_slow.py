@@ -105,7 +105,14 @@ def test_distillation_loss_against_numpy():
   loss, metrics = distill.distillation_loss(teacher, student, valid, teacher_temperature=2.0)
   np.testing.assert_allclose(loss, _numpy_distillation(teacher, student, valid, 2.0),
                              rtol=1e-5)
-  assert 0 <= metrics['distill/teacher_student_agree'] <= 1
+  # The student's best candidate is the teacher's (over valid entries), and the teacher's
+  # is column 0 (the caption's own image), per row.
+  teacher_best = np.argmax(np.where(valid, teacher, -np.inf), axis=1)
+  student_best = np.argmax(np.where(valid, student, -np.inf), axis=1)
+  np.testing.assert_allclose(metrics['distill/teacher_student_agree'],
+                             np.mean(student_best == teacher_best), rtol=1e-6)
+  np.testing.assert_allclose(metrics['distill/teacher_top1'], np.mean(teacher_best == 0),
+                             rtol=1e-6)
   # Only the student receives gradient, and it is p - q per row (over valid entries).
   grad = jax.grad(lambda s: distill.distillation_loss(teacher, s, valid)[0])(student)
   assert np.all(grad[~valid] == 0)
@@ -211,8 +218,21 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   names = [row['name'] for row in report['rows']]
   assert names == ['Fast', 'Fast distilled', 'Slow', 'Fast+Slow K=5', 'Fast+Slow K=10']
   assert report['slow_visual_dtype'] == 'bfloat16' and report['slow_model'] == 'SlowCaptioner'
-  assert all(0 <= row['t2i/R@1'] <= row['t2i/R@10'] <= 1 and row['query_ms'] > 0
-             for row in report['rows'])
+  assert all(row['query_ms'] > 0 for row in report['rows'])
+  rows = dict(zip(names, report['rows']))
+  for row in report['rows']:  # Fractions of the queries, rising with K.
+    recalls = [row[f't2i/R@{k}'] for k in (1, 5, 10)]
+    assert recalls == sorted(recalls)
+    assert all(r * report['queries'] == pytest.approx(round(r * report['queries']))
+               for r in recalls)
+  # The fast model is this workdir (fast=), so its row is the distilled one's.
+  for key in ('t2i/R@1', 't2i/R@5', 't2i/R@10', 't2i/median_rank'):
+    assert rows['Fast'][key] == rows['Fast distilled'][key], key
+  # Re-ranking the top K reorders only those K: from K on, recall is the fast model's.
+  for k in (5, 10):
+    for at in (5, 10):
+      if at >= k:
+        assert rows[f'Fast+Slow K={k}'][f't2i/R@{at}'] == rows['Fast distilled'][f't2i/R@{at}']
   assert (workdir / 'eval' / 'fast_slow.md').read_text().count('\n') == len(names) + 2
   assert (workdir / 'eval' / 'fast_slow.png').stat().st_size > 0
   run_main('--mode=export', f'--workdir={workdir}')

@@ -125,11 +125,16 @@ def test_itc_gradient_matches_finite_differences():
 def test_itc_sharded_equals_single_device_with_gradients():
   inputs = _itc_inputs(n=32, k=64, written=40)
   mesh = mesh_lib.make_mesh()
-  sharded = shard.over_batch(albef.itc_loss, mesh, num_args=10, replicated_argnums=(5, 6, 7, 8, 9))
+  sharded = shard.over_batch(
+      albef.itc_loss, mesh,
+      replicated=('image_queue', 'text_queue', 'queue_ids', 'temperature', 'alpha'))
+  names = ('image_emb', 'text_emb', 'image_emb_m', 'text_emb_m', 'image_ids', 'image_queue',
+           'text_queue', 'queue_ids', 'temperature', 'alpha')
 
   def loss_of(fn):
-    return jax.jit(jax.value_and_grad(lambda x, y, t: fn(x, y, *inputs[2:], t, 0.4)[0],
-                                      argnums=(0, 1, 2)))
+    return jax.jit(jax.value_and_grad(
+        lambda x, y, t: fn(**dict(zip(names, (x, y, *inputs[2:], t, 0.4))))[0],
+        argnums=(0, 1, 2)))
 
   single = loss_of(albef.itc_loss)(inputs[0], inputs[1], jnp.float32(0.07))
   multi = loss_of(sharded)(inputs[0], inputs[1], jnp.float32(0.07))
@@ -200,14 +205,16 @@ def test_itm_loss_sharded_equals_single_device():
   logits = rng.normal(size=(48, 2)).astype(np.float32)
   labels = (rng.random(48) < 0.3).astype(np.int32)
   weights = (rng.random(48) < 0.8).astype(np.float32)
-  sharded = shard.over_batch(itm.itm_loss, mesh_lib.make_mesh(), num_args=3)
+  sharded = shard.over_batch(itm.itm_loss, mesh_lib.make_mesh())
   single = jax.value_and_grad(lambda x: itm.itm_loss(x, labels, weights)[0])(logits)
-  multi = jax.jit(jax.value_and_grad(lambda x: sharded(x, labels, weights)[0]))(logits)
+  multi = jax.jit(jax.value_and_grad(
+      lambda x: sharded(logits=x, labels=labels, weights=weights)[0]))(logits)
   for a, b in zip(single, multi):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_batch_of_one_is_refused():
+def _albef_objective(mask_id=4, **settings):
+  """An ALBEF objective on a stand-in model and tokenizer (nothing is traced)."""
   from jaxret.objectives import albef as albef_objective  # pylint: disable=import-outside-toplevel
 
   class Config(dict):
@@ -217,9 +224,30 @@ def test_batch_of_one_is_refused():
     vocab_size = 50
     embed_dim = 8
 
-  objective = albef_objective.AlbefObjective(Model(), mesh_lib.make_mesh(devices=jax.devices()[:1]), Config(
-      queue_size=4, momentum=0.995, alpha=0.4, alpha_warmup_steps=10, itm_weight=1.0,
-      mlm_weight=1.0, mlm_probability=0.15, mask_token_id=4))
+  class Tokenizer:
+    pass
+
+  tokenizer = Tokenizer()
+  tokenizer.mask_id = mask_id
+  config = Config(name='albef', queue_size=4, momentum=0.995, alpha=0.4, alpha_warmup_steps=10,
+                  itm_weight=1.0, mlm_weight=1.0, mlm_probability=0.15)
+  config.update(settings)
+  return albef_objective.AlbefObjective(
+      Model(), mesh_lib.make_mesh(devices=jax.devices()[:1]), config, tokenizer)
+
+
+def test_mask_id_is_the_tokenizers():
+  assert _albef_objective(mask_id=7).mask_token_id == 7
+  with pytest.raises(errors.UserError, match=r'needs a tokenizer with a \[MASK\] token'):
+    _albef_objective(mask_id=None)
+  assert _albef_objective(mask_id=None, mlm_weight=0.0).mask_token_id is None
+  with pytest.raises(errors.UserError, match=r"loss.mask_token_id is not a setting of loss "
+                                             r"'albef' \(its settings: queue_size, "):
+    _albef_objective(mask_token_id=4)  # The key the config had before the tokenizer's id.
+
+
+def test_batch_of_one_is_refused():
+  objective = _albef_objective()
   batch = {'image': np.zeros((1, 8, 8, 3)), 'text': np.zeros((1, 4), np.int32),
            'text_mask': np.ones((1, 4), np.int32), 'image_id': np.zeros((1,), np.int32)}
   with pytest.raises(errors.UserError, match='global batch_size of at least 2'):

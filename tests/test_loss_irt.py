@@ -1,5 +1,7 @@
 """IRT's loss, KoLeo and cross-batch memory against NumPy, on one device and on 8."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -235,17 +237,21 @@ def _assert_same_values_and_gradients(single, multi, args, argnums):
 def test_sharded_image_loss_equals_single_device_with_gradients():
   args = _image_inputs(n=32, memory=48)
   mesh = mesh_lib.make_mesh()
-  fn = lambda *a, axis_name=None: irt.irt_image_loss(*a, koleo_weight=0.7, axis_name=axis_name)
-  multi = shard.over_batch(fn, mesh, num_args=6, replicated_argnums=(4, 5))
+  fn = functools.partial(irt.irt_image_loss, koleo_weight=0.7)
+  sharded = shard.over_batch(fn, mesh, replicated=('memory_emb', 'memory_labels'))
+  names = ('emb', 'labels', 'identity', 'memory_slots', 'memory_emb', 'memory_labels')
+  multi = lambda *a: sharded(**dict(zip(names, a)))
   _assert_same_values_and_gradients(fn, multi, args, argnums=(0,))
 
 
 def test_sharded_cross_modal_loss_equals_single_device_with_gradients():
   args = _cross_inputs(n=32, memory=48)
   mesh = mesh_lib.make_mesh()
-  fn = lambda *a, axis_name=None: irt.irt_cross_modal_loss(*a, koleo_weight=0.7,
-                                                           axis_name=axis_name)
-  multi = shard.over_batch(fn, mesh, num_args=6, replicated_argnums=(3, 4, 5))
+  fn = functools.partial(irt.irt_cross_modal_loss, koleo_weight=0.7)
+  sharded = shard.over_batch(fn, mesh,
+                             replicated=('memory_image', 'memory_text', 'memory_labels'))
+  names = ('image_emb', 'text_emb', 'image_ids', 'memory_image', 'memory_text', 'memory_labels')
+  multi = lambda *a: sharded(**dict(zip(names, a)))
   _assert_same_values_and_gradients(fn, multi, args, argnums=(0, 1))
 
 

@@ -73,7 +73,10 @@ def test_gradient_matches_finite_differences():
 
 
 def _sharded_loss(mesh):
-  return shard.over_batch(siglip.siglip_loss, mesh, num_args=5, replicated_argnums=(3, 4))
+  """The sharded loss, called positionally like `siglip_loss`."""
+  sharded = shard.over_batch(siglip.siglip_loss, mesh, replicated=('temperature', 'bias'))
+  return lambda image, text, ids, t, b: sharded(image_emb=image, text_emb=text, image_ids=ids,
+                                                temperature=t, bias=b)
 
 
 def test_chunked_over_eight_devices_equals_single_device_with_gradients():

@@ -71,6 +71,21 @@ def test_empty_queue_gives_zero_loss():
   assert float(loss) == 0.0
 
 
+def test_random_initial_keys_are_negatives_from_the_first_step():
+  """A queue that starts with random unit keys (MoCo, BriVL): every slot is a
+  negative for every query, none a positive, before anything is written."""
+  image, text, image_m, text_m, ids, *_ = _inputs()
+  queue = queue_lib.init(40, {'image': 8, 'text': 8}, rng=jax.random.PRNGKey(1))
+  inputs = (image, text, image_m, text_m, ids, *jax.device_get(
+      (queue['image'], queue['text'], queue['ids'])))
+  loss, metrics = wenlan.wenlan_loss(*inputs, temperature=0.07)
+  np.testing.assert_allclose(loss, numpy_wenlan(*inputs, 0.07), rtol=1e-5, atol=1e-5)
+  assert float(loss) > 0.0
+  assert float(metrics['queue_fill']) == 0.0  # No real image's key yet.
+  grads = jax.grad(lambda x: wenlan.wenlan_loss(x, *inputs[1:], temperature=0.07)[0])(image)
+  assert np.abs(np.asarray(grads)).max() > 0.0
+
+
 def test_keys_get_no_gradient_and_queries_match_finite_differences():
   image, text, image_m, text_m, ids, image_queue, text_queue, queue_ids = _inputs(n=4, d=3, k=6,
                                                                                   written=5)
@@ -96,13 +111,16 @@ def test_sharded_equals_single_device_with_gradients():
   inputs = _inputs(n=32, k=64, written=48)
   mesh = mesh_lib.make_mesh()
 
-  def loss_fn(*args, axis_name=None):
-    return wenlan.wenlan_loss(*args, temperature=0.07, axis_name=axis_name)
+  def loss_fn(axis_name=None, **arguments):
+    return wenlan.wenlan_loss(**arguments, temperature=0.07, axis_name=axis_name)
 
-  sharded = shard.over_batch(loss_fn, mesh, num_args=8, replicated_argnums=(5, 6, 7))
+  sharded = shard.over_batch(loss_fn, mesh, replicated=('image_queue', 'text_queue', 'queue_ids'))
+  names = ('image_emb', 'text_emb', 'image_emb_m', 'text_emb_m', 'image_ids', 'image_queue',
+           'text_queue', 'queue_ids')
 
   def loss_of(fn):
-    return jax.jit(jax.value_and_grad(lambda x, y: fn(x, y, *inputs[2:])[0], argnums=(0, 1)))
+    return jax.jit(jax.value_and_grad(
+        lambda x, y: fn(**dict(zip(names, (x, y, *inputs[2:]))))[0], argnums=(0, 1)))
 
   single = loss_of(loss_fn)(inputs[0], inputs[1])
   multi = loss_of(sharded)(inputs[0], inputs[1])

@@ -122,6 +122,42 @@ def test_logit_scale_is_clamped_at_100():
 def test_unknown_variant_is_refused():
   with pytest.raises(ValueError, match='unknown model variant'):
     variants.decode('Q/16')
+  with pytest.raises(ValueError, match='unknown size settings'):
+    variants.decode('mu', dpeth=2)
+
+
+def test_capabilities_are_declared_and_a_missing_one_is_refused_by_name():
+  # pylint: disable=import-outside-toplevel
+  from jaxret import errors
+  from jaxret import evaluate
+  from jaxret.models import albef
+  from jaxret.models import capabilities
+  from jaxret.models import late_interaction
+  from jaxret.models import slow
+  towers = {'vocab_size': 10, 'text_len': 8, 'image': {'variant': 'mu/8'}}
+  dual = dual_encoder.DualEncoder(**towers, text={'variant': 'mu'})
+  declared = [
+      (dual, {capabilities.PooledEncoder}),
+      (late_interaction.LateInteractionDualEncoder(**towers, text={'variant': 'mu'}),
+       {capabilities.PooledEncoder, capabilities.TokenEncoder}),
+      (albef.Albef(**towers, text={'variant': 'mu'}, fusion={'variant': 'mu'}),
+       {capabilities.PooledEncoder, capabilities.PairScorer}),
+      (slow.SlowCaptioner(**towers, decoder={'variant': 'mu'}), {capabilities.PairScorer}),
+  ]
+  every = (capabilities.PooledEncoder, capabilities.TokenEncoder, capabilities.PairScorer)
+  for model, expected in declared:
+    assert {c for c in every if isinstance(model, c)} == expected, type(model).__name__
+  with pytest.raises(errors.UserError, match=r'the slow_retrieval evaluator needs a model that '
+                     r'is a capabilities\.PairScorer \(score, visual_tokens\); model '
+                     r'DualEncoder is not'):
+    evaluate.check_model('slow_retrieval', dual)
+  evaluate.check_model('retrieval', dual)
+
+  class Undeclared(capabilities.PooledEncoder):  # Declares a capability it does not have.
+    pass
+
+  with pytest.raises(TypeError, match='abstract'):
+    Undeclared()
 
 
 def test_scanned_layers_compute_the_same_function():

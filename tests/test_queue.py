@@ -8,6 +8,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxret import errors
@@ -19,6 +20,7 @@ from jaxret.objectives import momentum as momentum_lib
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
+from jaxret.train import step as step_lib
 from method_configs import tiny_config
 
 BATCH = 16
@@ -39,6 +41,19 @@ def test_enqueue_writes_at_the_pointer_and_wraps():
   np.testing.assert_array_equal(ordered['ids'], [1, 11, 2, 12, 3, 13])
   np.testing.assert_array_equal(ordered['image'][:, 0], [1, 1, 2, 2, 3, 3])
   assert np.asarray(queue_lib.valid(queue)).all()
+
+
+def test_random_initial_keys_are_unit_negatives_that_match_no_image():
+  queue = queue_lib.init(8, {'image': 4, 'text': 3}, rng=jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(queue['ids'], np.full(8, queue_lib.RANDOM_ID))
+  assert queue_lib.RANDOM_ID < 0 and queue_lib.RANDOM_ID != queue_lib.EMPTY_ID
+  assert np.asarray(queue_lib.valid(queue)).all()  # They count in the softmax ...
+  assert float(queue_lib.fill(queue['ids'])) == 0.0  # ... but hold no real image's key.
+  for name in ('image', 'text'):
+    np.testing.assert_allclose(np.linalg.norm(queue[name], axis=1), 1.0, rtol=1e-6)
+  assert not np.allclose(queue['image'][0], queue['image'][1])
+  queue = queue_lib.enqueue(queue, jnp.arange(4), image=jnp.ones((4, 4)), text=jnp.ones((4, 3)))
+  assert float(queue_lib.fill(queue['ids'])) == 0.5
 
 
 def test_enqueue_stops_gradients():
@@ -94,6 +109,7 @@ def _trained(loss_name, steps=3):
       model.apply({'params': params}, b['text'], b['text_mask'], method=model.encode_text)[0]))
   step_fn = trainable.compiled_step()
   state = trainable.init_state()
+  initial = jax.device_get(state.extra['queue'])
   history = []
   for s in range(steps):
     batch = dataset[s]
@@ -107,12 +123,15 @@ def _trained(loss_name, steps=3):
                     'queue': jax.device_get(queue),
                     'queue_shards': jax.tree.map(
                         lambda x: [np.asarray(s.data) for s in x.addressable_shards], queue)})
-  return config, history
+  return config, initial, history
 
 
 @pytest.mark.parametrize('loss_name', ['wenlan', 'albef'])
 def test_queue_holds_the_last_global_batches_of_momentum_keys_in_order(loss_name):
-  _, history = _trained(loss_name)
+  _, initial, history = _trained(loss_name)
+  # WenLan's queues start with random unit keys (MoCo, BriVL); ALBEF's start empty.
+  initial_id = queue_lib.RANDOM_ID if loss_name == 'wenlan' else queue_lib.EMPTY_ID
+  np.testing.assert_array_equal(initial['ids'], np.full(QUEUE, initial_id))
   for k, record in enumerate(history, start=1):
     queue = record['queue']
     assert int(queue['ptr']) == (k * BATCH) % QUEUE
@@ -121,7 +140,11 @@ def test_queue_holds_the_last_global_batches_of_momentum_keys_in_order(loss_name
     recent = history[k - held:k]
     expected_ids = np.concatenate([r['ids'] for r in recent])
     np.testing.assert_array_equal(ordered['ids'][QUEUE - held * BATCH:], expected_ids)
-    assert (ordered['ids'][:QUEUE - held * BATCH] == queue_lib.EMPTY_ID).all()
+    # Slots not written yet still hold their initial ids and keys.
+    unwritten = jax.device_get(queue_lib.oldest_first({**initial, 'ptr': queue['ptr']}))
+    for name in ('ids', 'image', 'text'):
+      np.testing.assert_array_equal(ordered[name][:QUEUE - held * BATCH],
+                                    unwritten[name][:QUEUE - held * BATCH])
     for name in ('image', 'text'):
       expected = np.concatenate([r[name] for r in recent])
       np.testing.assert_allclose(ordered[name][QUEUE - held * BATCH:], expected, atol=1e-5)
@@ -129,7 +152,7 @@ def test_queue_holds_the_last_global_batches_of_momentum_keys_in_order(loss_name
 
 @pytest.mark.parametrize('loss_name', ['wenlan', 'albef'])
 def test_queue_is_identical_on_every_device(loss_name):
-  _, history = _trained(loss_name)
+  _, _, history = _trained(loss_name)
   for record in history:
     shards_by_leaf = jax.tree.leaves(record['queue_shards'], is_leaf=lambda x: isinstance(x, list))
     for leaf, shards in zip(jax.tree.leaves(record['queue']), shards_by_leaf):
@@ -140,7 +163,7 @@ def test_queue_is_identical_on_every_device(loss_name):
 
 @pytest.mark.parametrize('loss_name', ['wenlan', 'albef'])
 def test_momentum_parameters_follow_the_ema(loss_name):
-  config, history = _trained(loss_name)
+  config, _, history = _trained(loss_name)
   m = config.loss.momentum
   for before, after in zip(history, history[1:]):
     # Momentum after step s = m · momentum before + (1 − m) · params after step s.
@@ -152,3 +175,26 @@ def test_momentum_parameters_follow_the_ema(loss_name):
   for a, b in zip(jax.tree.leaves(first['momentum_before']),
                   jax.tree.leaves(first['params_before'])):
     np.testing.assert_array_equal(a, b)  # A copy at initialisation.
+
+
+@pytest.mark.parametrize('queue_init', ['random', 'empty'])
+def test_wenlan_first_step_has_negatives_with_random_initial_keys(queue_init):
+  """With random initial keys (the default) the first step has a loss and a
+  gradient; with empty queues its softmax holds only the positive: loss 0."""
+  config = _config('wenlan')
+  config.loss.queue_init = queue_init
+  records = sources.load_split(config.data, 'train')
+  tokenizer = tokenizer_lib.build_word_level(
+      (t for caps in records.captions for t in caps), config.data.text_len)
+  batch = pipeline.train_dataset(records, tokenizer, config.data, seed=config.seed,
+                                 global_batch=config.batch_size)[0]
+  trainable = setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+  state = trainable.init_state()
+  loss, metrics, _, grads = jax.jit(
+      lambda s, b: step_lib.compute_gradients(s, b, trainable.objective))(state, batch)
+  gradient_norm = float(optax.tree.norm(grads))
+  if queue_init == 'random':
+    assert float(loss) > 0.0 and gradient_norm > 0.0
+    assert float(metrics['queue_fill']) == 0.0  # No real image's key yet.
+  else:
+    assert float(loss) == 0.0 and gradient_norm == 0.0

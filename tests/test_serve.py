@@ -113,6 +113,9 @@ class Client:
           raise
     raise AssertionError('unreachable')
 
+  def close(self):
+    self.connection.close()
+
   def json(self, method, path, body=None):
     status, headers, raw = self.request(method, path, body)
     assert headers['Content-Type'] == 'application/json', (status, raw[:200])
@@ -139,7 +142,9 @@ def served(tmp_path_factory):
     assert url.hostname == '127.0.0.1'
     with np.load(workdir / 'export' / 'embeddings.npz') as exported:
       arrays = {name: exported[name] for name in exported.files}
-    yield Client(url.hostname, url.port), workdir, arrays
+    client = Client(url.hostname, url.port)
+    yield client, workdir, arrays
+    client.close()
   finally:
     process.send_signal(signal.SIGTERM)
     try:
@@ -488,8 +493,8 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
   server = server_lib.make_server(service, '127.0.0.1', 0)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
+  client = Client(*server.server_address[:2])
   try:
-    client = Client(*server.server_address[:2])
     fast = client.get('/search', q='q3', k=3)[1]
     assert fast['ids'][0] == 'im3' and 'slow_scores' not in fast
     status, slow = client.get('/search', q='q3', k=3, rerank=1)
@@ -505,6 +510,7 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
     batch = client.json('POST', '/search', {'queries': ['q1', 'q2'], 'k': 2, 'rerank': True})[1]
     assert all(len(r['slow_scores']) == 2 for r in batch['results'])
   finally:
+    client.close()
     server.shutdown()
     server.server_close()
     service.close()

@@ -1,9 +1,11 @@
-"""The same steps on 1 device and on 8 give the same losses, gradients and parameters
-(within 1e-5 of each array's scale)."""
+"""The trainer's compiled step (`Trainable.compiled_step`: its shardings, its donation, its
+skip of a non-finite update) on 1 device and on 8 gives the same losses, gradient norms and
+parameters (within 1e-5 of each array's scale), and skips a batch with a NaN image on both."""
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,28 +17,32 @@ from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
-from jaxret.train import step as step_lib
 from method_configs import tiny_config
 
-STEPS = 3
+STEPS = 3  # Then one more batch, with a NaN image: the step skips its update.
 
 
 def _run(config, mesh, tokenizer, batches):
-  """Per step: (loss, gradients, parameters after the update), all on the host."""
+  """The trainer's compiled step over `batches`. Per step, on the host: the step's metrics
+  (`loss`, `grad_norm`, `finite`) and the parameters and extra state after it."""
   trainable = setup.Trainable(config, tokenizer, mesh)
-
-  @jax.jit
-  def step_with_gradients(state, batch):  # train_step, also returning the gradients.
-    loss, _, extra, grads = step_lib.compute_gradients(state, batch, trainable.objective)
-    state = step_lib.apply_gradients(state, grads, extra, trainable.objective,
-                                     trainable.optimizer)
-    return state, loss, grads
-
+  compiled_step = trainable.compiled_step()
   state = trainable.init_state()
   history = []
   for local_batch in batches:
-    state, loss, grads = step_with_gradients(state, host.to_global(local_batch, mesh))
-    history.append(jax.device_get((loss, grads, state.params)))
+    previous = state
+    state, metrics = compiled_step(state, host.to_global(local_batch, mesh))
+    kept = [jax.tree_util.keystr(path) for path, array in
+            jax.tree_util.tree_flatten_with_path(previous)[0] if not array.is_deleted()]
+    assert not kept, f'the step did not donate the state\'s {kept}'
+    # Copies to the host: a NumPy view of the state's own buffers would keep the next step
+    # from donating them.
+    history.append(jax.device_get(jax.tree.map(jnp.copy, {
+        'loss': metrics['loss'], 'grad_norm': metrics['grad_norm'],
+        'finite': metrics['finite'], 'params': state.params, 'extra': state.extra})))
+  for (path, array), sharding in zip(jax.tree_util.tree_flatten_with_path(state)[0],
+                                     jax.tree.leaves(trainable.state_shardings)):
+    assert array.sharding.is_equivalent_to(sharding, array.ndim), jax.tree_util.keystr(path)
   return history, state
 
 
@@ -46,7 +52,10 @@ def _setup(config):
       (t for caps in records.captions for t in caps), config.data.text_len)
   dataset = pipeline.train_dataset(records, tokenizer, config.data, seed=config.seed,
                                    global_batch=config.batch_size)
-  return tokenizer, [dataset[s] for s in range(STEPS)]
+  poisoned = dict(dataset[STEPS])
+  poisoned['image'] = np.array(poisoned['image'])
+  poisoned['image'][0, 0, 0, 0] = np.nan
+  return tokenizer, [dataset[s] for s in range(STEPS)] + [poisoned]
 
 
 def _assert_close(single, multi, what):
@@ -62,15 +71,25 @@ def _assert_close(single, multi, what):
 
 
 def _assert_same(single, multi):
-  for step, ((loss1, grads1, params1), (loss8, grads8, params8)) in enumerate(zip(single, multi)):
-    _assert_close(loss1, loss8, f'step {step} loss')
-    _assert_close(grads1, grads8, f'step {step} gradient of')
-    _assert_close(params1, params8, f'step {step} parameter')
+  assert len(single) == len(multi) == STEPS + 1
+  for step, (one, eight) in enumerate(zip(single[:STEPS], multi[:STEPS])):
+    assert one['finite'] and eight['finite'], f'step {step} is not finite'
+    _assert_close(one['loss'], eight['loss'], f'step {step} loss')
+    _assert_close(one['grad_norm'], eight['grad_norm'], f'step {step} gradient norm')
+    _assert_close(one['params'], eight['params'], f'step {step} parameter')
+  for history in (single, multi):  # The NaN image's step: reported, and nothing changes.
+    before, skipped = history[STEPS - 1], history[STEPS]
+    # Not finite: the loss, or a gradient (IRT's image loss stays finite, its gradients not).
+    assert not skipped['finite']
+    for what in ('params', 'extra'):
+      for a, b in zip(jax.tree.leaves(before[what]), jax.tree.leaves(skipped[what])):
+        np.testing.assert_array_equal(a, b, err_msg=f'{what} changed on a skipped step')
 
 
 def _config(loss_name):
   config = tiny_config(loss_name)
   config.batch_size = 32
+  config.on_nonfinite = 'skip'  # The same updates while finite; the last batch is not.
   return config
 
 

@@ -1,21 +1,18 @@
 """The config as saved in the workdir (`DIR/config.json`), for modes run without --config."""
 
-import json
 import os
 
 import ml_collections
 
-from jaxret import errors
+from jaxret import files
 
 FILENAME = 'config.json'
 
 
 def save(config, workdir):
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, FILENAME)
-  with open(path + '.tmp', 'w') as f:
+  # Atomic: never a half-written config.
+  with files.atomic_file(os.path.join(workdir, FILENAME)) as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(path + '.tmp', path)  # Atomic: never a half-written config.
 
 
 def _tuples(value):
@@ -28,11 +25,9 @@ def _tuples(value):
 
 
 def load(workdir):
-  path = os.path.join(workdir, FILENAME)
-  if not os.path.exists(path):
-    raise errors.UserError(f'no {FILENAME} in {workdir}: pass --config=configs/NAME.py, '
-                           'or train in this workdir first')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+  saved = files.read_json(os.path.join(workdir, FILENAME),
+                          f'no {FILENAME} in {workdir}: pass --config=configs/NAME.py, '
+                          'or train in this workdir first')
+  config = ml_collections.ConfigDict(_tuples(saved))
   config.lock()
   return config

@@ -27,6 +27,7 @@ import numpy as np
 from jaxret import errors
 from jaxret.data import images as images_lib
 from jaxret.data import options as options_lib
+from jaxret.data import wds
 
 # Private batch keys, removed (in order, after prefetching) by `train_iterator`.
 EPOCH_KEY = '_epoch'
@@ -177,7 +178,7 @@ def train_dataset(records, tokenizer, data_config, *, seed, global_batch,
   if global_batch % process_count:
     raise ValueError(f'global batch {global_batch} does not split over {process_count} processes')
   local_batch = global_batch // process_count
-  if hasattr(records, 'stream'):
+  if isinstance(records, wds.StreamRecords):
     stream = records.stream(seed=seed, process_index=process_index, process_count=process_count)
     return stream.batch(local_batch, drop_remainder=True, batch_fn=list).map(
         StreamBatches(stream, tokenizer, data_config, seed))

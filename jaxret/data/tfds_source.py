@@ -92,7 +92,7 @@ def load_split(options, split, image_size, num_threads=1):
       if not kept:
         continue
       rows.append(index)
-      ids.append(image_id.item() if hasattr(image_id, 'item') else image_id)
+      ids.append(np.asarray(image_id).item())
       captions.append(kept)
   if not rows:
     raise errors.UserError(f'no usable examples in {label}')

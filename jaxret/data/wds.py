@@ -66,9 +66,16 @@ def samples_of_shard(path, bad_records, epoch=None):
       bad_records.report('truncated_shard', path, f'{type(exn).__name__}: {exn.args[0]}', epoch)
     return True
 
-  files = tariterators.tar_file_expander(tariterators.url_opener([{'url': path}], handler=handler),
-                                         handler=handler)
-  yield from tariterators.group_by_keys(files, handler=handler)
+  try:
+    stream = open(path, 'rb')  # pylint: disable=consider-using-with
+  except OSError as exn:
+    handler(exn)
+    return
+  # Closed here, also when the reader stops early (the generator is closed or collected):
+  # webdataset's own opener leaves that to the garbage collector.
+  with stream:
+    files = tariterators.tar_file_expander([{'url': path, 'stream': stream}], handler=handler)
+    yield from tariterators.group_by_keys(files, handler=handler)
 
 
 def _first(sample, keys):

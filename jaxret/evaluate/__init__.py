@@ -2,13 +2,14 @@
 
 Training evaluates with `config.eval.periodic_evaluator` on
 `eval.periodic_split`; `--mode=eval` with `config.eval.evaluator` on
-`eval.split`. An evaluator is built as `cls(model, mesh, records, tokenizer, config,
-split=..., output_dir=None)` (`split` names the records' split) and called with the parameters; it returns flat metrics with
-at least `t2i/R@1`, `t2i/R@5`, `t2i/R@10` (and may write extra files to
-`output_dir`, which `--mode=eval` sets to `DIR/eval`).
+`eval.split`. An evaluator is a subclass of `base.Evaluator`, which says how it
+is built and called.
 """
 
+from jaxret import errors
 from jaxret import registry
+from jaxret.evaluate import base
+from jaxret.models import capabilities
 
 EVALUATORS = {
     'retrieval': 'jaxret.evaluate.retrieval:RetrievalEvaluator',
@@ -17,8 +18,25 @@ EVALUATORS = {
 }
 
 
-def build(name, config, model, mesh, records, tokenizer, split, output_dir=None):
-  """`name`: `config.eval.evaluator` (--mode=eval) or `config.eval.periodic_evaluator`."""
+def resolve(name):
+  """The evaluator class `name` names (`config.eval.evaluator` for --mode=eval,
+  `config.eval.periodic_evaluator` during training)."""
   evaluator_cls = registry.resolve(name, EVALUATORS, 'evaluator')
+  if not (isinstance(evaluator_cls, type) and issubclass(evaluator_cls, base.Evaluator)):
+    raise errors.UserError(f'evaluator {name!r} is not a subclass of '
+                           'jaxret.evaluate.base.Evaluator')
+  return evaluator_cls
+
+
+def check_model(name, model):
+  """Refuses a model that lacks a capability evaluator `name` requires."""
+  for capability in resolve(name).requires:
+    capabilities.require(model, capability, f'the {name} evaluator')
+
+
+def build(name, config, model, mesh, records, tokenizer, split, output_dir=None):
+  """Evaluator `name` for `model` on `records` (`base.Evaluator` says what the rest are)."""
+  check_model(name, model)
+  evaluator_cls = resolve(name)
   return evaluator_cls(model, mesh, records, tokenizer, config, split=split,
                        output_dir=output_dir)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from jaxret.data import pipeline
+from jaxret.models import capabilities
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
 
@@ -13,21 +14,25 @@ class Embedder:
   tower compiles once. Every process passes the same full arrays; each feeds its
   own rows of each batch and gets all results back.
 
-  `image_method` and `text_method` name the model's methods to call (default
-  `encode_image` / `encode_text`: one unit vector per item; a late-interaction
-  model's `encode_image_tokens` / `encode_text_tokens` give token vectors).
+  One unit vector per item (`capabilities.PooledEncoder`), or with `per_token=True`
+  the token vectors of a late-interaction model (`capabilities.TokenEncoder`).
   """
 
-  def __init__(self, model, mesh, batch_size, data_config, image_method='encode_image',
-               text_method='encode_text'):
+  def __init__(self, model, mesh, batch_size, data_config, per_token=False):
+    if per_token:
+      capabilities.require(model, capabilities.TokenEncoder, 'embedding tokens')
+      image_method, text_method = model.encode_image_tokens, model.encode_text_tokens
+    else:
+      capabilities.require(model, capabilities.PooledEncoder, 'embedding images and captions')
+      image_method, text_method = model.encode_image, model.encode_text
     self.mesh = mesh
     self.batch_size = batch_size
     self.local_batch = mesh_lib.check_global_batch(batch_size, mesh, 'eval.batch_size')
     self.data_config = data_config
     self._images = jax.jit(lambda params, images: model.apply(
-        {'params': params}, images, method=getattr(model, image_method))[0])
+        {'params': params}, images, method=image_method)[0])
     self._texts = jax.jit(lambda params, tokens, mask: model.apply(
-        {'params': params}, tokens, mask, method=getattr(model, text_method))[0])
+        {'params': params}, tokens, mask, method=text_method)[0])
 
   def _map(self, fn, params, arrays, prepare=lambda *local: local):
     count = len(arrays[0])

@@ -1,6 +1,6 @@
 """The Fast and Slow comparison of Miech et al. (2021) on the test split.
 
-Rows: Fast (the undistilled dual encoder, `rerank.fast_workdir`), Fast
+Rows: Fast (the undistilled dual encoder of `rerank.fast_workdir`; '' leaves it out), Fast
 distilled (the evaluated model), Slow (h over the whole gallery), and Fast+Slow
 for each K in `rerank.ks` (the distilled model's top K re-ranked by h + β · fast
 score; below K the fast order stays). Every row answers the same queries (one
@@ -20,8 +20,10 @@ import numpy as np
 
 from jaxret.config import workdir as workdir_config
 from jaxret.data import pipeline
+from jaxret.evaluate import base
 from jaxret.evaluate import slow_retrieval
 from jaxret.index import scann_index
+from jaxret.models import capabilities
 from jaxret.rerank import reranker as reranker_lib
 from jaxret.inference import restore as restore_lib
 
@@ -36,9 +38,11 @@ def recall_at(ranks, prefix):
 
 
 class _Fast:
-  """A dual encoder answering one query at a time: encode the text, search the gallery."""
+  """A fast model (`capabilities.PooledEncoder`) answering one query at a time: encode
+  the text, search the gallery."""
 
   def __init__(self, model, params, tokenizer, data_config, images, index_config):
+    capabilities.require(model, capabilities.PooledEncoder, 'the fast model of fast_slow')
     self.tokenizer = tokenizer
     self._text = jax.jit(lambda p, t, m: model.apply({'params': p}, t, m,
                                                      method=model.encode_text)[0])
@@ -73,8 +77,9 @@ class _Fast:
     return np.asarray(ranks), float(np.mean(seconds))
 
 
-class FastSlowEvaluator:
+class FastSlowEvaluator(base.Evaluator):
   """See the module docstring. Returns flat metrics (`distilled/t2i/R@1`, ...)."""
+  requires = (capabilities.PooledEncoder,)
 
   def __init__(self, model, mesh, records, tokenizer, config, split=None, output_dir=None):
     del mesh, split
@@ -107,7 +112,7 @@ class FastSlowEvaluator:
 
     distilled = _Fast(self.model, params, self.tokenizer, self.config.data,
                       self.records.images, self.config.index)
-    if rerank.get('fast_workdir'):
+    if rerank.fast_workdir:
       add('Fast', *self._restore_fast(rerank.fast_workdir).ranks(texts, right))
     distilled_ranks, distilled_seconds = distilled.ranks(texts, right)
     add('Fast distilled', distilled_ranks, distilled_seconds)

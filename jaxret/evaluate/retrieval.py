@@ -1,9 +1,9 @@
 """The retrieval evaluator: embeds a split and scores Recall@K by image id.
 
 How items are scored depends on the model and the task:
-  - a dual encoder: dot products of the unit vectors `encode_image` and
-    `encode_text` give;
-  - a late-interaction model (`model.late_interaction`, FILIP): token-wise
+  - a `capabilities.PooledEncoder` (every retrieval model): dot products of the
+    unit vectors `encode_image` and `encode_text` give;
+  - a `capabilities.TokenEncoder` too (late interaction, FILIP): token-wise
     scores of `encode_image_tokens` and `encode_text_tokens` over the whole
     gallery (`losses/filip.py`), one score matrix per direction; the pooled
     vectors, which export and the index use, are scored too (`pooled/...`);
@@ -17,17 +17,19 @@ How items are scored depends on the model and the task:
 import numpy as np
 
 from jaxret import errors
+from jaxret.evaluate import base
 from jaxret.evaluate import embed
 from jaxret.evaluate import image_retrieval
 from jaxret.evaluate import recall
 from jaxret.losses import filip
+from jaxret.models import capabilities
 
 TASKS = ('text_image', 'image_image')
 
 
 def task_of(config):
-  """`config.eval.task`; configs written before the image task have none: text_image."""
-  task = config.eval.task if 'task' in config.eval else 'text_image'
+  """`config.eval.task`, checked."""
+  task = config.eval.task
   if task not in TASKS:
     raise errors.UserError(f'unknown eval.task {task!r}; known: {", ".join(TASKS)}')
   return task
@@ -42,13 +44,14 @@ def embed_split(embedder, params, records, tokenizer):
   return image_emb, text_emb, np.asarray(records.image_ids)[image_index], texts
 
 
-class RetrievalEvaluator:
+class RetrievalEvaluator(base.Evaluator):
   """Recall@K on one split: text→image and image→text, and for the image task
   also image→image by label (`i2i/...`).
 
   `split` names the records' split for the image task (default: the config's
   periodic split, which is what the trainer evaluates on). Writes no files.
   """
+  requires = (capabilities.PooledEncoder,)
 
   def __init__(self, model, mesh, records, tokenizer, config, split=None, output_dir=None):
     del output_dir
@@ -56,10 +59,9 @@ class RetrievalEvaluator:
     self.tokenizer = tokenizer
     self.embedder = embed.Embedder(model, mesh, config.eval.batch_size, config.data)
     self.token_embedder = None
-    if getattr(model, 'late_interaction', False):
-      self.token_embedder = embed.Embedder(
-          model, mesh, config.eval.batch_size, config.data,
-          image_method='encode_image_tokens', text_method='encode_text_tokens')
+    if isinstance(model, capabilities.TokenEncoder):
+      self.token_embedder = embed.Embedder(model, mesh, config.eval.batch_size, config.data,
+                                           per_token=True)
     self.image_task = None
     if task_of(config) == 'image_image':
       self.image_task = image_retrieval.ImageRetrievalEvaluator(

@@ -1,12 +1,12 @@
 """`--mode=eval`: Recall@K of a checkpoint on the held-out split, to `DIR/eval/results.json`."""
 
-import json
 import os
 import time
 
 import jax
 
 from jaxret import evaluate as evaluate_lib
+from jaxret import files
 from jaxret.data import sources
 from jaxret.inference import restore as restore_lib
 
@@ -15,10 +15,7 @@ def write_json(path, payload):
   """Atomic JSON write (process 0 only): a reader never sees half a file."""
   if jax.process_index() != 0:
     return
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  files.write_json(path, payload, indent=2, sort_keys=True)
 
 
 def format_table(results):
@@ -41,13 +38,12 @@ def evaluate(config, workdir, step=None):
   records = sources.load_split(config.data, config.eval.split)
   output_dir = os.path.join(workdir, 'eval')
   evaluator = evaluate_lib.build(
-      config.eval.get('evaluator', 'retrieval'), config, restored.model, restored.mesh,
+      config.eval.evaluator, config, restored.model, restored.mesh,
       records, restored.tokenizer, config.eval.split, output_dir=output_dir)
   results = evaluator(restored.params)
   results.setdefault('num_texts', sum(len(c) for c in records.captions))
   results.update(step=restored.step, split=config.eval.split, num_images=len(records),
                  chance_t2i_R1=1 / len(records), seconds=time.time() - start)
-  if hasattr(evaluator, 'summary'):  # Counts of the evaluator's own gallery (image task).
-    results.update(evaluator.summary())
+  results.update(evaluator.summary())  # Counts of its own gallery (the image task's).
   write_json(os.path.join(output_dir, 'results.json'), results)
   return results

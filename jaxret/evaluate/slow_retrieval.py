@@ -5,7 +5,9 @@ import time
 
 import numpy as np
 
+from jaxret.evaluate import base
 from jaxret.evaluate import recall
+from jaxret.models import capabilities
 from jaxret.rerank import scorer as scorer_lib
 
 
@@ -18,8 +20,9 @@ def query_captions(records, max_queries):
   return [records.captions[i][0] for i in rows], np.asarray(records.image_ids)[rows]
 
 
-class SlowRetrievalEvaluator:
+class SlowRetrievalEvaluator(base.Evaluator):
   """h(x, y) for every (query, image) pair; metrics as for dual encoders, plus timing."""
+  requires = (capabilities.PairScorer,)
 
   def __init__(self, model, mesh, records, tokenizer, config, split=None, output_dir=None):
     del mesh, split, output_dir

@@ -5,6 +5,7 @@ import os
 import jax
 import numpy as np
 
+from jaxret import files
 from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.evaluate import retrieval
@@ -34,7 +35,7 @@ def export(config, workdir, step=None):
   image_emb, text_emb, text_image_ids, texts = retrieval.embed_split(
       embedder, restored.params, records, restored.tokenizer)
   reduced = {}
-  if 'pca_dim' in config.export and config.export.pca_dim > 0:  # Older configs have none.
+  if config.export.pca_dim > 0:
     train_records = sources.load_split(config.data, 'train')
     fit_images = train_records.images[:min(config.export.pca_fit_images, len(train_records))]
     mean, components = pca.fit(embedder.images(restored.params, fit_images),
@@ -44,10 +45,8 @@ def export(config, workdir, step=None):
                'pca_mean': mean, 'pca_components': components}
   out = path(workdir)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out + '.tmp', 'wb') as f:
+    with files.atomic_file(out, 'wb') as f:
       np.savez(f, image_ids=np.asarray(records.image_ids), image_emb=image_emb,
                text_image_ids=text_image_ids, text_emb=text_emb, texts=np.asarray(texts),
                step=np.asarray(restored.step), split=np.asarray(config.export.split), **reduced)
-    os.replace(out + '.tmp', out)
   return out, restored.step, image_emb.shape

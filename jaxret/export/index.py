@@ -26,8 +26,7 @@ def build_index(config, workdir):
   probe = (texts[rows], text_emb[rows]) if len(texts) else None
   manifest = store.build(image_emb, image_ids, step=int(step), index_config=config.index,
                          out_dir=store.directory(workdir), split=split, probe=probe)
-  rerank = config.get('rerank')
-  if rerank is not None and rerank.get('slow_workdir'):
+  if config.rerank.slow_workdir:
     manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
   return manifest
 

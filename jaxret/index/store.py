@@ -15,13 +15,13 @@ rewrites the folder atomically, so readers see the old index or the new one.
 import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 
 import numpy as np
 
 from jaxret import errors
+from jaxret import files
 from jaxret.index import scann_index
 
 MANIFEST = 'manifest.json'
@@ -46,8 +46,8 @@ def _sha256(path):
 def checksums(root):
   """SHA-256 of every file under `root` (but the manifest), by relative path."""
   sums = {}
-  for folder, _, files in os.walk(root):
-    for name in sorted(files):
+  for folder, _, names in os.walk(root):
+    for name in sorted(names):
       full = os.path.join(folder, name)
       relative = os.path.relpath(full, root)
       if relative != MANIFEST:
@@ -71,22 +71,16 @@ def _validated_ids(ids):
 
 def _write(out_dir, searcher, ids, manifest, probe):
   """Writes a complete index to a staging folder, then swaps it in for `out_dir`."""
-  staging = out_dir + f'.tmp-{os.getpid()}-{threading.get_ident()}'
-  shutil.rmtree(staging, ignore_errors=True)
-  scann_index.save(searcher, os.path.join(staging, SEARCHER))
-  np.save(os.path.join(staging, IDS), ids, allow_pickle=False)
-  if probe is not None:
-    np.savez(os.path.join(staging, PROBE), texts=np.asarray(probe[0], np.str_),
-             embeddings=np.asarray(probe[1], np.float32))
-  manifest = dict(manifest, checksums=checksums(staging))
-  with open(os.path.join(staging, MANIFEST), 'w') as f:
-    json.dump(manifest, f, indent=2)
   # The old index is removed only once the new one is complete.
-  previous = out_dir + f'.old-{os.getpid()}-{threading.get_ident()}'
-  if os.path.exists(out_dir):
-    os.replace(out_dir, previous)
-  os.replace(staging, out_dir)
-  shutil.rmtree(previous, ignore_errors=True)
+  with files.staged_directory(out_dir) as staging:
+    scann_index.save(searcher, os.path.join(staging, SEARCHER))
+    np.save(os.path.join(staging, IDS), ids, allow_pickle=False)
+    if probe is not None:
+      np.savez(os.path.join(staging, PROBE), texts=np.asarray(probe[0], np.str_),
+               embeddings=np.asarray(probe[1], np.float32))
+    manifest = dict(manifest, checksums=checksums(staging))
+    with open(os.path.join(staging, MANIFEST), 'w') as f:
+      json.dump(manifest, f, indent=2)
   return manifest
 
 

@@ -3,17 +3,9 @@
 import jax
 import jax.numpy as jnp
 
-from jaxret.losses import clip
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 from jaxret.losses import queue as queue_lib
-
-# Logit of a key that must not count (an empty queue slot): exp() underflows to
-# exactly 0, and being finite, 0 × it stays 0 in a soft cross-entropy.
-MASKED_LOGIT = -1e30
-
-
-def masked_logits(logits, valid_columns):
-  return jnp.where(valid_columns[None, :], logits, MASKED_LOGIT)
 
 
 def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queue, text_queue,
@@ -61,12 +53,13 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
 
   def direction(queries, queries_m, keys):
     keys = keys.astype(jnp.float32)
-    logits = masked_logits(queries.astype(jnp.float32) @ keys.T / temperature, valid)
-    logits_m = masked_logits(queries_m.astype(jnp.float32) @ keys.T / temperature, valid)
+    logits = logits_lib.masked_logits(queries.astype(jnp.float32) @ keys.T / temperature, valid)
+    logits_m = logits_lib.masked_logits(
+        queries_m.astype(jnp.float32) @ keys.T / temperature, valid)
     targets = jax.lax.stop_gradient(
         alpha * jax.nn.softmax(logits_m, axis=-1) + (1 - alpha) * same_id)
-    hits = jnp.take_along_axis(same_id, jnp.argmax(logits, 1)[:, None], 1) > 0
-    return clip.soft_cross_entropy_sum(logits, targets), hits.sum()
+    return (logits_lib.soft_cross_entropy_sum(logits, targets),
+            logits_lib.top1_hits(logits, same_id).sum())
 
   sum_i2t, hits_i2t = direction(image_emb, image_emb_m,
                                 jnp.concatenate([all_text_m, text_queue.astype(all_text_m.dtype)]))
@@ -77,6 +70,6 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
       (sum_i2t, sum_t2i, hits_i2t, hits_t2i), axis_name)
   loss = (sum_i2t + sum_t2i) / (2 * global_size)
   metrics = {'itc_loss': loss, 'temperature': temperature, 'alpha': alpha,
-             'queue_fill': jnp.mean((queue_ids != queue_lib.EMPTY_ID).astype(jnp.float32)),
+             'queue_fill': queue_lib.fill(queue_ids),
              'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
   return loss, metrics

@@ -1,14 +1,31 @@
 """CLIP's symmetric InfoNCE loss with positives defined by image id."""
 
-import jax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 
 
-def soft_cross_entropy_sum(logits, targets):
-  """Σ_rows −Σ_cols targets · log_softmax(logits)."""
-  return -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1))
+def symmetric_infonce(logits_i2t, logits_t2i, targets, *, axis_name=None):
+  """`clip_loss` (and FILIP's) from the logits of both directions, and their top-1.
+
+    L = 1/(2N) Σ_i [ H(P_i, softmax logits_i2t(i, ·)) + H(P_i, softmax logits_t2i(i, ·)) ]
+
+  over the global batch of N pairs, from this device's rows of logits against
+  all N columns and the soft targets P (n, N); the row sums are psum-ed. A
+  row's top-1 is right when its highest column has the row's image id.
+
+  Returns:
+    (loss, {'i2t_top1', 't2i_top1'}) with scalar, replicated values.
+  """
+  local_sum = (logits_lib.soft_cross_entropy_sum(logits_i2t, targets)
+               + logits_lib.soft_cross_entropy_sum(logits_t2i, targets))
+  hits_i2t = logits_lib.top1_hits(logits_i2t, targets).sum()
+  hits_t2i = logits_lib.top1_hits(logits_t2i, targets).sum()
+  global_size = targets.shape[1]
+  total, hits_i2t, hits_t2i = gather.psum((local_sum, hits_i2t, hits_t2i), axis_name)
+  loss = total / (2 * global_size)
+  return loss, {'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
 
 
 def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
@@ -42,15 +59,5 @@ def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
   targets = gather.same_id_targets(image_ids, all_ids)
   logits_i2t = logit_scale * image_emb.astype(jnp.float32) @ all_texts.astype(jnp.float32).T
   logits_t2i = logit_scale * text_emb.astype(jnp.float32) @ all_images.astype(jnp.float32).T
-  local_sum = (soft_cross_entropy_sum(logits_i2t, targets)
-               + soft_cross_entropy_sum(logits_t2i, targets))
-  # Top-1 of a row is right when it lands on any column with the row's id.
-  hits_i2t = jnp.take_along_axis(targets, jnp.argmax(logits_i2t, 1)[:, None], 1) > 0
-  hits_t2i = jnp.take_along_axis(targets, jnp.argmax(logits_t2i, 1)[:, None], 1) > 0
-  global_size = all_ids.shape[0]
-  total, hits_i2t, hits_t2i = gather.psum(
-      (local_sum, hits_i2t.sum(), hits_t2i.sum()), axis_name)
-  loss = total / (2 * global_size)
-  metrics = {'logit_scale': logit_scale,
-             'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
-  return loss, metrics
+  loss, metrics = symmetric_infonce(logits_i2t, logits_t2i, targets, axis_name=axis_name)
+  return loss, {'logit_scale': logit_scale, **metrics}

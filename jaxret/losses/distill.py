@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 
 
 def distillation_loss(teacher_scores, student_logits, valid, *, teacher_temperature=1.0,
@@ -22,13 +23,13 @@ def distillation_loss(teacher_scores, student_logits, valid, *, teacher_temperat
   Returns:
     (loss, metrics), replicated.
   """
-  minus_inf = jnp.finfo(jnp.float32).min
-  teacher = jnp.where(valid, teacher_scores.astype(jnp.float32) / teacher_temperature, minus_inf)
-  student = jnp.where(valid, student_logits.astype(jnp.float32), minus_inf)
+  teacher = logits_lib.masked_logits(
+      teacher_scores.astype(jnp.float32) / teacher_temperature, valid)
+  student = logits_lib.masked_logits(student_logits.astype(jnp.float32), valid)
   p = jax.lax.stop_gradient(jax.nn.softmax(teacher, axis=-1))
   cross_entropy = -jnp.sum(jnp.where(valid, p * jax.nn.log_softmax(student, axis=-1), 0.0))
-  agree = jnp.sum(jnp.argmax(teacher, -1) == jnp.argmax(student, -1))
-  teacher_top1 = jnp.sum(jnp.argmax(teacher, -1) == 0)
+  agree = jnp.sum(logits_lib.top1_matches(student, jnp.argmax(teacher, -1)))
+  teacher_top1 = jnp.sum(logits_lib.top1_matches(teacher, 0))  # Column 0: the caption's image.
   count = gather.psum(jnp.float32(teacher_scores.shape[0]), axis_name)
   total, agree, teacher_top1 = gather.psum((cross_entropy, agree, teacher_top1), axis_name)
   return total / count, {'distill/teacher_student_agree': agree / count,

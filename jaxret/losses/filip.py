@@ -137,16 +137,8 @@ def filip_loss(image_tokens, text_tokens, text_mask, image_ids, logit_scale, *,
   targets = gather.same_id_targets(image_ids, all_ids)
   logits_i2t = logit_scale * image_to_text_similarity(image_tokens, all_texts, all_masks)
   logits_t2i = logit_scale * text_to_image_similarity(text_tokens, text_mask, all_images)
-  local_sum = (clip.soft_cross_entropy_sum(logits_i2t, targets)
-               + clip.soft_cross_entropy_sum(logits_t2i, targets))
-  hits_i2t = jnp.take_along_axis(targets, jnp.argmax(logits_i2t, 1)[:, None], 1) > 0
-  hits_t2i = jnp.take_along_axis(targets, jnp.argmax(logits_t2i, 1)[:, None], 1) > 0
-  global_size = all_ids.shape[0]
-  total, hits_i2t, hits_t2i = gather.psum(
-      (local_sum, hits_i2t.sum(), hits_t2i.sum()), axis_name)
-  loss = total / (2 * global_size)
-  return loss, {'logit_scale': logit_scale,
-                'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
+  loss, metrics = clip.symmetric_infonce(logits_i2t, logits_t2i, targets, axis_name=axis_name)
+  return loss, {'logit_scale': logit_scale, **metrics}
 
 
 @jax.jit

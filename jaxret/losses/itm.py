@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 
 
 def sample_hard_negatives(rng, similarities, row_ids, column_ids):
@@ -24,7 +25,7 @@ def sample_hard_negatives(rng, similarities, row_ids, column_ids):
     `has_negative` False, and the loss must give it weight 0.
   """
   allowed = row_ids[:, None] != column_ids[None, :]
-  logits = jnp.where(allowed, similarities.astype(jnp.float32), -jnp.inf)
+  logits = logits_lib.masked_logits(similarities.astype(jnp.float32), allowed)
   has_negative = allowed.any(axis=1)
   indices = jax.random.categorical(rng, logits, axis=-1)
   return jnp.where(has_negative, indices, 0).astype(jnp.int32), has_negative
@@ -44,7 +45,7 @@ def itm_loss(logits, labels, weights, *, axis_name=None):
   weights = weights.astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(log_probs, labels[:, None].astype(jnp.int32), 1)[:, 0]
-  correct = (jnp.argmax(logits, axis=-1) == labels) * weights
+  correct = logits_lib.top1_matches(logits, labels) * weights
   total, weight, correct = gather.psum(
       (jnp.sum(weights * nll), jnp.sum(weights), jnp.sum(correct)), axis_name)
   weight = jnp.maximum(weight, 1.0)

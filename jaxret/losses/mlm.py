@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 
 
 def mask_tokens(rng, tokens, text_mask, *, mask_id, vocab_size, probability=0.15):
@@ -49,7 +50,7 @@ def mlm_loss(logits, momentum_logits, labels, selected, alpha, *, axis_name=None
   teacher = jax.nn.softmax(jax.lax.stop_gradient(momentum_logits).astype(jnp.float32), axis=-1)
   distill = -jnp.sum(teacher * log_probs, axis=-1)
   per_token = (1 - alpha) * nll + alpha * distill
-  correct = (jnp.argmax(logits, axis=-1) == labels) & selected
+  correct = logits_lib.top1_matches(logits, labels) & selected
   total, count, correct = gather.psum(
       (jnp.sum(jnp.where(selected, per_token, 0.0)), jnp.sum(selected), jnp.sum(correct)),
       axis_name)

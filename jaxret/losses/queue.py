@@ -2,9 +2,11 @@
 
 A queue is a dict: `ptr` (scalar int32, the next slot to write), `ids` (K,)
 int32 image ids, and one (K, D) array per named feature (e.g. `image`,
-`text`). Slots never written hold `EMPTY_ID`, which no real image id equals
-(ids are rows of a split, >= 0), so an empty slot never matches a query and
-the losses drop it from their softmax (`valid`).
+`text`). A queue starts either with random unit keys (MoCo, ALBEF and BriVL
+do so) under `RANDOM_ID`, which count as negatives from the first step, or
+empty: slots under `EMPTY_ID`, which the losses drop from their softmax
+(`valid`). No real image id equals either (ids are rows of a split, >= 0), so
+an initial slot never matches a query.
 
 The queue lives in an objective's extra training state, replicated: every
 device holds the whole queue. `enqueue` writes a GLOBAL batch of keys
@@ -22,16 +24,28 @@ import jax.numpy as jnp
 
 from jaxret import errors
 
-EMPTY_ID = -1
+EMPTY_ID = -1  # A slot never written: left out of every softmax.
+RANDOM_ID = -2  # A random initial key: a negative for every query until overwritten.
 
 
-def init(size, feature_dims, dtype=jnp.float32):
-  """An empty queue of `size` slots with a (size, dim) array per `feature_dims` entry."""
+def init(size, feature_dims, dtype=jnp.float32, rng=None):
+  """A queue of `size` slots with a (size, dim) array per `feature_dims` entry.
+
+  With `rng`, every slot holds a random unit key (a normalised Gaussian, as in
+  MoCo, ALBEF and BriVL) under `RANDOM_ID`, so the first steps already have
+  negatives; without, the slots are empty (`EMPTY_ID`, zeros).
+  """
   if size <= 0:
     raise errors.UserError(f'queue size must be positive, got {size}')
-  queue = {'ptr': jnp.zeros((), jnp.int32), 'ids': jnp.full((size,), EMPTY_ID, jnp.int32)}
+  initial_id = EMPTY_ID if rng is None else RANDOM_ID
+  queue = {'ptr': jnp.zeros((), jnp.int32), 'ids': jnp.full((size,), initial_id, jnp.int32)}
   for name, dim in feature_dims.items():
-    queue[name] = jnp.zeros((size, dim), dtype)
+    if rng is None:
+      queue[name] = jnp.zeros((size, dim), dtype)
+    else:
+      rng, key_rng = jax.random.split(rng)
+      keys = jax.random.normal(key_rng, (size, dim), jnp.float32)
+      queue[name] = (keys / jnp.linalg.norm(keys, axis=-1, keepdims=True)).astype(dtype)
   return queue
 
 
@@ -49,8 +63,13 @@ def check_size(queue_size, global_batch, what='loss.queue_size'):
 
 
 def valid(queue):
-  """(K,) bool: slots that hold a key (written at least once)."""
+  """(K,) bool: slots whose key counts (written, or a random initial key)."""
   return queue['ids'] != EMPTY_ID
+
+
+def fill(queue_ids):
+  """The fraction of slots holding keys of real images (written at least once)."""
+  return jnp.mean((queue_ids >= 0).astype(jnp.float32))
 
 
 def enqueue(queue, ids, **features):

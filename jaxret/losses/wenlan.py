@@ -4,9 +4,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
 from jaxret.losses import queue as queue_lib
-
-MASKED_LOGIT = -1e30  # A key that must not count: exp() underflows to exactly 0.
 
 
 def moco_loss(queries, positive_keys, query_ids, key_queue, queue_ids, temperature, *,
@@ -16,12 +15,13 @@ def moco_loss(queries, positive_keys, query_ids, key_queue, queue_ids, temperatu
     L = 1/N Σ_i −log( exp(q_i·k_i/T) / (exp(q_i·k_i/T) + Σ_{j∈Q_i} exp(q_i·Q_j/T)) )
 
   over the global batch of N queries, i.e. cross-entropy with label 0 over
-  logits [q_i·k_i, q_i·Q_1, ..., q_i·Q_K] / T. Q_i holds the written queue
-  slots (empty ones, id `queue.EMPTY_ID`, never count); with
-  `exclude_same_id` it also leaves out queued keys of query i's own image,
-  which are not negatives (the issue's rule for queue ids; MoCo itself has no
-  ids and keeps them). Keys carry no gradient. Sharded: each device's rows,
-  psum of the row sums (the positive is row-wise, the queue replicated).
+  logits [q_i·k_i, q_i·Q_1, ..., q_i·Q_K] / T. Q_i holds the queue's keys,
+  written or random initial ones (empty slots, id `queue.EMPTY_ID`, never
+  count); with `exclude_same_id` it also leaves out queued keys of query i's
+  own image, which are not negatives (the issue's rule for queue ids; MoCo
+  itself has no ids and keeps them). Keys carry no gradient. Sharded: each
+  device's rows, psum of the row sums (the positive is row-wise, the queue
+  replicated).
 
   Args:
     queries: (n, D) unit query embeddings; positive_keys: (n, D) unit keys.
@@ -36,10 +36,10 @@ def moco_loss(queries, positive_keys, query_ids, key_queue, queue_ids, temperatu
                           (queries.shape[0], queue_ids.shape[0]))
   if exclude_same_id:
     keep &= query_ids[:, None] != queue_ids[None, :]
-  negatives = jnp.where(keep, queries @ key_queue.T / temperature, MASKED_LOGIT)
+  negatives = logits_lib.masked_logits(queries @ key_queue.T / temperature, keep)
   logits = jnp.concatenate([positive[:, None], negatives], axis=1)
   local_sum = -jnp.sum(jax.nn.log_softmax(logits, axis=-1)[:, 0])
-  hits = jnp.sum(positive >= jnp.max(negatives, axis=1))
+  hits = jnp.sum(logits_lib.top1_matches(logits, 0))  # The positive is column 0.
   total, hits = gather.psum((local_sum, hits), axis_name)
   global_size = queries.shape[0] * gather.axis_size(axis_name)
   return total / global_size, hits / global_size
@@ -65,5 +65,5 @@ def wenlan_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_q
                                  temperature, **kwargs)
   metrics = {'i2t_loss': loss_i2t, 't2i_loss': loss_t2i, 'i2t_top1': top1_i2t,
              't2i_top1': top1_t2i,
-             'queue_fill': jnp.mean((queue_ids != queue_lib.EMPTY_ID).astype(jnp.float32))}
+             'queue_fill': queue_lib.fill(queue_ids)}
   return loss_i2t + loss_t2i, metrics

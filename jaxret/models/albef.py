@@ -4,16 +4,15 @@ scores pairs (image–text matching) and fills in masked words (MLM)."""
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxret.models import capabilities
 from jaxret.models import fusion as fusion_lib
-from jaxret.models import layers
-from jaxret.models import text as text_lib
-from jaxret.models import vit
+from jaxret.models import towers
 
 MIN_TEMPERATURE = 0.001  # ALBEF clamps its learnable temperature to [0.001, 0.5].
 MAX_TEMPERATURE = 0.5
 
 
-class Albef(nn.Module):
+class Albef(nn.Module, capabilities.PooledEncoder, capabilities.PairScorer):
   """ViT and text towers with projections to a joint space (ITC), a fusion
   encoder over (text tokens, image tokens) with ITM and MLM heads, and a
   learnable temperature (ALBEF's `temp`, initialised to 0.07, clamped to
@@ -35,12 +34,8 @@ class Albef(nn.Module):
   scan_layers: bool = False
 
   def setup(self):
-    shared = {'remat_policy': self.remat_policy, 'scan': self.scan_layers, 'dtype': self.dtype}
-    self.image_encoder = vit.ViT(**self.image, **shared)
-    self.text_encoder = text_lib.TextTransformer(
-        vocab_size=self.vocab_size, max_len=self.text_len, **self.text, **shared)
-    self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
+    self.image_encoder, self.text_encoder = towers.image_and_text(self)
+    self.image_projection, self.text_projection = towers.projections(self.embed_dim)
     self.fusion_encoder = fusion_lib.FusionEncoder(
         **self.fusion, remat_policy=self.remat_policy, dtype=self.dtype)
     self.itm_head = fusion_lib.ItmHead()
@@ -49,13 +44,12 @@ class Albef(nn.Module):
 
   def encode_image(self, images, train=False):
     """(B, H, W, 3) -> ((B, embed_dim) unit vectors, intermediates incl. `encoded` tokens)."""
-    pooled, intermediates = self.image_encoder(images, train=train)
-    return layers.l2_normalize(self.image_projection(pooled)), intermediates
+    return towers.encode_pooled(self.image_encoder, self.image_projection, images, train=train)
 
   def encode_text(self, tokens, mask, train=False):
     """(B, L) tokens and mask -> ((B, embed_dim) unit vectors, intermediates incl. `tokens`)."""
-    pooled, intermediates = self.text_encoder(tokens, mask, train=train)
-    return layers.l2_normalize(self.text_projection(pooled)), intermediates
+    return towers.encode_pooled(self.text_encoder, self.text_projection, tokens, mask,
+                                train=train)
 
   def clamped_temperature(self):
     return jnp.clip(self.temp, MIN_TEMPERATURE, MAX_TEMPERATURE)
@@ -92,12 +86,12 @@ class Albef(nn.Module):
     return logits[:, 1] - logits[:, 0]
 
   def visual_tokens(self, images):
-    """The slow-scorer protocol (`rerank/scorer.py`): the image tokens the fusion encoder
-    reads, computed once per gallery image."""
+    """`capabilities.PairScorer`: the image tokens the fusion encoder reads, computed once
+    per gallery image."""
     return self.encode_image(images)[1]['encoded']
 
   def score(self, visual, tokens, mask, visual_index=None):
-    """The slow-scorer protocol: the ITM log-odds of each pair, the discriminative
+    """`capabilities.PairScorer`: the ITM log-odds of each pair, the discriminative
     alternative to the captioner's h (`models/slow.py`) for re-ranking.
     `visual_index` (P,): pair p reads visual[visual_index[p]]."""
     if visual_index is not None:

@@ -4,14 +4,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxret.models import layers
-from jaxret.models import text as text_lib
-from jaxret.models import vit
+from jaxret.models import capabilities
+from jaxret.models import towers
 
 MAX_LOGIT_SCALE = 100.0
 
 
-class DualEncoder(nn.Module):
+class DualEncoder(nn.Module, capabilities.PooledEncoder):
   """Image and text towers with linear projections and a learnable logit scale.
 
   The logit scale is stored as its log, initialised to log(logit_scale_init)
@@ -31,12 +30,8 @@ class DualEncoder(nn.Module):
   logit_bias_init: float | None = None
 
   def setup(self):
-    shared = {'remat_policy': self.remat_policy, 'scan': self.scan_layers, 'dtype': self.dtype}
-    self.image_encoder = vit.ViT(**self.image, **shared)
-    self.text_encoder = text_lib.TextTransformer(
-        vocab_size=self.vocab_size, max_len=self.text_len, **self.text, **shared)
-    self.image_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.text_projection = nn.Dense(self.embed_dim, use_bias=False)
+    self.image_encoder, self.text_encoder = towers.image_and_text(self)
+    self.image_projection, self.text_projection = towers.projections(self.embed_dim)
     self.logit_scale = self.param(
         'logit_scale', nn.initializers.constant(np.log(self.logit_scale_init)), ())
     if self.logit_bias_init is not None:
@@ -45,13 +40,12 @@ class DualEncoder(nn.Module):
 
   def encode_image(self, images, train=False):
     """(B, H, W, 3) normalised images -> ((B, embed_dim) unit vectors, intermediates)."""
-    pooled, intermediates = self.image_encoder(images, train=train)
-    return layers.l2_normalize(self.image_projection(pooled)), intermediates
+    return towers.encode_pooled(self.image_encoder, self.image_projection, images, train=train)
 
   def encode_text(self, tokens, mask, train=False):
     """(B, L) tokens and mask -> ((B, embed_dim) unit vectors, intermediates)."""
-    pooled, intermediates = self.text_encoder(tokens, mask, train=train)
-    return layers.l2_normalize(self.text_projection(pooled)), intermediates
+    return towers.encode_pooled(self.text_encoder, self.text_projection, tokens, mask,
+                                train=train)
 
   def __call__(self, images, tokens, mask, train=False):
     image_emb, image_out = self.encode_image(images, train)

@@ -5,7 +5,9 @@ a training step is 3x that (the backward pass is twice the forward), whatever
 rematerialisation recomputes. LayerNorms, softmaxes and the loss are left out.
 """
 
+from jaxret.models import text as text_lib
 from jaxret.models import variants
+from jaxret.models import vit
 
 
 def transformer_flops(tokens, width, depth, mlp_dim):
@@ -14,24 +16,34 @@ def transformer_flops(tokens, width, depth, mlp_dim):
   return depth * tokens * per_token
 
 
-def vit_flops(variant, image_size, pool='cls', depth=None):
-  size = variants.decode(variant, depth=depth)
+def vit_flops(variant, image_size, pool='cls', **sizes):
+  """`sizes`: overrides of the variant's (`variants.OVERRIDES`), as the ViT takes them."""
+  return _vit_flops(variants.decode(variant, **sizes), image_size, pool)
+
+
+def text_flops(variant, text_len, **sizes):
+  return _text_flops(variants.decode(variant, **sizes), text_len)
+
+
+def _vit_flops(size, image_size, pool):
   patches = (image_size // size['patch_size']) ** 2
   tokens = patches + (pool == 'cls')
   embed = 2 * patches * size['patch_size'] ** 2 * 3 * size['width']
   return embed + transformer_flops(tokens, size['width'], size['depth'], size['mlp_dim'])
 
 
-def text_flops(variant, text_len, depth=None):
-  size = variants.decode(variant, depth=depth)
+def _text_flops(size, text_len):
   return transformer_flops(text_len, size['width'], size['depth'], size['mlp_dim'])
 
 
 def dual_encoder_train_flops(model_config, image_size, text_len):
   """FLOPs of one training example (forward + backward) of a dual encoder."""
-  image, text = model_config.image, model_config.text
-  forward = (vit_flops(image.variant, image_size, image.get('pool', 'cls'), image.get('depth'))
-             + text_flops(text.variant, text_len, text.get('depth')))
-  widths = (variants.decode(image.variant)['width'], variants.decode(text.variant)['width'])
-  forward += sum(2 * w * model_config.embed_dim for w in widths)
+  # The towers as the model builds them, so that a setting the config leaves out
+  # (depth, pool, ...) takes the tower's own default.
+  image = vit.ViT(**model_config.image)
+  text = text_lib.TextTransformer(vocab_size=0, max_len=text_len, **model_config.text)
+  image_sizes, text_sizes = image.sizes(), text.sizes()
+  forward = _vit_flops(image_sizes, image_size, image.pool) + _text_flops(text_sizes, text_len)
+  forward += sum(2 * sizes['width'] * model_config.embed_dim
+                 for sizes in (image_sizes, text_sizes))
   return 3 * forward

@@ -39,12 +39,7 @@ class FusionEncoder(nn.Module):
     if text_tokens.shape[-1] != size['width']:
       raise ValueError(f'fusion variant {self.variant!r} is {size["width"]} wide but the text '
                        f'tokens are {text_tokens.shape[-1]} wide; use the text tower\'s variant')
-    block_cls = layers.CrossAttentionBlock
-    if self.remat_policy != 'none':
-      if self.remat_policy not in layers.REMAT_POLICIES:
-        raise ValueError(f'unknown remat_policy {self.remat_policy!r}; '
-                         f'known: none, {", ".join(layers.REMAT_POLICIES)}')
-      block_cls = nn.remat(block_cls, policy=layers.REMAT_POLICIES[self.remat_policy])
+    block_cls = layers.rematted(layers.CrossAttentionBlock, self.remat_policy)
     dtype = layers.as_dtype(self.dtype)
     attention_mask = nn.make_attention_mask(text_mask > 0, text_mask > 0)
     x = text_tokens.astype(dtype)

@@ -14,13 +14,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxret.models import capabilities
 from jaxret.models import dual_encoder
 from jaxret.models import layers
-from jaxret.models import text as text_lib
-from jaxret.models import vit
+from jaxret.models import towers
 
 
-class LateInteractionDualEncoder(nn.Module):
+class LateInteractionDualEncoder(nn.Module, capabilities.PooledEncoder,
+                                 capabilities.TokenEncoder):
   """Image and text towers with per-token projections and a learnable logit scale
   (initialised to 1/0.07, clamped at 100, as in the dual encoder)."""
   vocab_size: int
@@ -32,16 +33,9 @@ class LateInteractionDualEncoder(nn.Module):
   remat_policy: str = 'none'
   scan_layers: bool = False
 
-  # Marks the model for evaluation by token-wise scores (`jaxret/evaluate`).
-  late_interaction = True
-
   def setup(self):
-    shared = {'remat_policy': self.remat_policy, 'scan': self.scan_layers, 'dtype': self.dtype}
-    self.image_encoder = vit.ViT(**self.image, **shared)
-    self.text_encoder = text_lib.TextTransformer(
-        vocab_size=self.vocab_size, max_len=self.text_len, **self.text, **shared)
-    self.image_token_projection = nn.Dense(self.embed_dim, use_bias=False)
-    self.text_token_projection = nn.Dense(self.embed_dim, use_bias=False)
+    self.image_encoder, self.text_encoder = towers.image_and_text(self)
+    self.image_token_projection, self.text_token_projection = towers.projections(self.embed_dim)
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(1 / 0.07)), ())
 
   def encode_image_tokens(self, images, train=False):

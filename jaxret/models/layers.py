@@ -25,6 +25,17 @@ def as_dtype(dtype):
   return jnp.dtype(dtype)
 
 
+def rematted(block_cls, remat_policy, **remat_options):
+  """`block_cls` recomputing its activations in the backward pass under the policy
+  named `remat_policy` (`none`: `block_cls` itself, keeping every activation)."""
+  if remat_policy == 'none':
+    return block_cls
+  if remat_policy not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat_policy {remat_policy!r}; '
+                     f'known: none, {", ".join(REMAT_POLICIES)}')
+  return nn.remat(block_cls, policy=REMAT_POLICIES[remat_policy], **remat_options)
+
+
 class MlpBlock(nn.Module):
   mlp_dim: int
   activation: str = 'gelu'
@@ -63,14 +74,19 @@ class Attention(nn.Module):
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(x)
 
 
-class EncoderBlock(nn.Module):
-  """Self-attention + MLP, pre-LN (ViT, CLIP) or post-LN (BERT)."""
+class _BlockSettings(nn.Module):
+  """The settings of one transformer layer, self-attention or cross-attention, in
+  the order that `Encoder` and the fusion encoder pass them."""
   num_heads: int
   mlp_dim: int
   prenorm: bool = True
   activation: str = 'gelu'
   layer_norm_eps: float = 1e-6
   dtype: Any = jnp.float32
+
+
+class EncoderBlock(_BlockSettings):
+  """Self-attention + MLP, pre-LN (ViT, CLIP) or post-LN (BERT)."""
 
   @nn.compact
   def __call__(self, x, attention_mask=None):
@@ -86,7 +102,7 @@ class EncoderBlock(nn.Module):
     return norm2(x + mlp(x))
 
 
-class CrossAttentionBlock(nn.Module):
+class CrossAttentionBlock(_BlockSettings):
   """Self-attention, cross-attention to a context, MLP: one layer of a fusion
   encoder (ALBEF's multimodal BERT layers), pre-LN or post-LN.
 
@@ -94,12 +110,6 @@ class CrossAttentionBlock(nn.Module):
   `context` (B, T, C) under `context_mask` (None: every context token); C may
   differ from D, since the key and value projections map C to D.
   """
-  num_heads: int
-  mlp_dim: int
-  prenorm: bool = True
-  activation: str = 'gelu'
-  layer_norm_eps: float = 1e-6
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, context, attention_mask=None, context_mask=None, context_index=None):
@@ -150,13 +160,8 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x, attention_mask=None):
-    block_cls = _ScannedBlock if self.scan else EncoderBlock
-    if self.remat_policy != 'none':
-      if self.remat_policy not in REMAT_POLICIES:
-        raise ValueError(f'unknown remat_policy {self.remat_policy!r}; '
-                         f'known: none, {", ".join(REMAT_POLICIES)}')
-      block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[self.remat_policy],
-                           prevent_cse=not self.scan)
+    block_cls = rematted(_ScannedBlock if self.scan else EncoderBlock, self.remat_policy,
+                         prevent_cse=not self.scan)
     settings = (self.num_heads, self.mlp_dim, self.prenorm, self.activation,
                 self.layer_norm_eps, self.dtype)
     if self.scan:

@@ -10,15 +10,21 @@ token and position embeddings, the visual projection and the output layer.
 import flax.linen as nn
 
 from jaxret.losses import caption
+from jaxret.models import capabilities
 from jaxret.models import decoder as decoder_lib
 from jaxret.models import pyramid as pyramid_lib
 from jaxret.models import variants
 from jaxret.models import vit
 
 
-class SlowCaptioner(nn.Module):
-  """Methods: `visual_tokens(images)`, `log_likelihoods(visual, tokens, mask)`,
-  `score(visual, tokens, mask)` (h per pair) and `__call__(images, tokens, mask)`."""
+class SlowCaptioner(nn.Module, capabilities.PairScorer):
+  """Methods: `visual_tokens(images)` and `score(visual, tokens, mask)` (h per pair: the
+  `capabilities.PairScorer` of re-ranking and distillation), `log_likelihoods(visual,
+  tokens, mask)` and `__call__(images, tokens, mask)`.
+
+  `image`: the ViT's settings (`models/vit.py`); `decoder`: `variant` and optionally
+  the size settings that override it (`depth`, `width`, `num_heads`, `mlp_dim`).
+  """
   vocab_size: int
   text_len: int
   image: dict
@@ -31,11 +37,11 @@ class SlowCaptioner(nn.Module):
   def setup(self):
     self.image_encoder = vit.ViT(**self.image, remat_policy=self.remat_policy,
                                  scan=self.scan_layers, dtype=self.dtype)
-    image_size = variants.decode(self.image['variant'], depth=self.image.get('depth'))
+    image_size = self.image_encoder.sizes()
     self.feature_pyramid = pyramid_lib.FeaturePyramid(
         self.pyramid, image_size['patch_size'],
         mid_block=f'block{max(image_size["depth"] // 2 - 1, 0):02d}', dtype=self.dtype)
-    size = variants.decode(self.decoder['variant'], depth=self.decoder.get('depth'))
+    size = variants.decode(**self.decoder)
     width = size['width']
     self.visual_projection = nn.Dense(width, dtype=self.dtype)
     self.token_embedding = nn.Embed(self.vocab_size, width)

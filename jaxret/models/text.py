@@ -39,13 +39,17 @@ class TextTransformer(nn.Module):
   scan: bool = False
   dtype: Any = 'float32'
 
+  def sizes(self):
+    """The variant's sizes with this tower's overrides: width, depth, mlp_dim, num_heads."""
+    return variants.decode(self.variant, depth=self.depth, width=self.width,
+                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
+
   @nn.compact
   def __call__(self, tokens, mask, *, train=False):
     del train
     if self.pool not in POOLS:
       raise ValueError(f'unknown text pool {self.pool!r}; known: {POOLS}')
-    size = variants.decode(self.variant, depth=self.depth, width=self.width,
-                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
+    size = self.sizes()
     dtype = layers.as_dtype(self.dtype)
     width = size['width']
     length = tokens.shape[1]

@@ -49,15 +49,22 @@ class ViT(nn.Module):
   scan: bool = False
   dtype: Any = 'float32'
 
+  def sizes(self):
+    """The variant's sizes with this tower's overrides: width, depth, mlp_dim, num_heads,
+    patch_size. Code outside the tower (FLOP counts, the captioner's pyramid) reads
+    them here, so that a setting a config leaves out takes the tower's default."""
+    size = variants.decode(self.variant, depth=self.depth, width=self.width,
+                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
+    if 'patch_size' not in size:
+      raise ValueError(f'ViT variant needs a patch size, e.g. "{self.variant}/16"')
+    return size
+
   @nn.compact
   def __call__(self, images, *, train=False):
     del train  # No dropout: results must not depend on the device count.
     if self.pool not in POOLS:
       raise ValueError(f'unknown image pool {self.pool!r}; known: {POOLS}')
-    size = variants.decode(self.variant, depth=self.depth, width=self.width,
-                           num_heads=self.num_heads, mlp_dim=self.mlp_dim)
-    if 'patch_size' not in size:
-      raise ValueError(f'ViT variant needs a patch size, e.g. "{self.variant}/16"')
+    size = self.sizes()
     dtype = layers.as_dtype(self.dtype)
     patch, width = size['patch_size'], size['width']
     x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding='VALID',

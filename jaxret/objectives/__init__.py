@@ -16,6 +16,7 @@ OBJECTIVES = {
 }
 
 
-def build(loss_config, model, mesh):
+def build(loss_config, model, mesh, tokenizer):
+  """The objective `loss_config.name` names, for `model` and the training tokenizer."""
   objective_cls = registry.resolve(loss_config.name, OBJECTIVES, 'loss')
-  return objective_cls(model, mesh, loss_config)
+  return objective_cls(model, mesh, loss_config, tokenizer)

@@ -8,6 +8,7 @@ from jaxret.losses import albef as albef_losses
 from jaxret.losses import itm
 from jaxret.losses import mlm
 from jaxret.losses import queue as queue_lib
+from jaxret.models import albef as albef_model
 from jaxret.objectives import base
 from jaxret.objectives import momentum as momentum_lib
 from jaxret.parallel import shard
@@ -31,18 +32,24 @@ class AlbefObjective(base.Objective):
 
   Loss settings: `queue_size` (multiple of the global batch; ALBEF 65536),
   `momentum` (0.995), `alpha` (0.4), `alpha_warmup_steps`, `itm_weight`,
-  `mlm_weight` (0 skips that loss), `mlm_probability` (0.15), `mask_token_id`
-  (the tokenizer's [MASK]; 4 in the built-in word-level vocabulary).
+  `mlm_weight` (0 skips that loss), `mlm_probability` (0.15). The MLM's mask
+  id is the training tokenizer's [MASK].
 
   Extra state: `momentum` (EMA of all parameters) and `queue` (`ids`,
-  `image`, `text`, `ptr`). The ITC uses the queue as it was before the step;
+  `image`, `text`, `ptr`), which starts empty (slots left out of the softmax
+  until written). The ITC uses the queue as it was before the step;
   the step's momentum keys are then enqueued; `after_update` moves the EMA.
   Randomness (negatives, masking) is drawn from the step's rng on the global
-  batch, so it is the same on any number of devices.
+  batch, so it is the same on any number of devices. The stored temperature
+  is kept in [0.001, 0.5] after every update, the bounds of the forward clamp.
   """
 
-  def __init__(self, model, mesh, loss_config):
-    super().__init__(model)
+  LOSS_KEYS = ('queue_size', 'momentum', 'alpha', 'alpha_warmup_steps', 'itm_weight',
+               'mlm_weight', 'mlm_probability')
+  PARAM_BOUNDS = {'temp': (albef_model.MIN_TEMPERATURE, albef_model.MAX_TEMPERATURE)}
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
     self.queue_size = int(loss_config.queue_size)
     self.momentum = float(loss_config.momentum)
     if not 0 <= self.momentum < 1:
@@ -52,14 +59,15 @@ class AlbefObjective(base.Objective):
     self.itm_weight = float(loss_config.itm_weight)
     self.mlm_weight = float(loss_config.mlm_weight)
     self.mlm_probability = float(loss_config.mlm_probability)
-    self.mask_token_id = int(loss_config.mask_token_id)
-    if self.mlm_weight and not 0 <= self.mask_token_id < model.vocab_size:
-      raise errors.UserError(f'loss.mask_token_id={self.mask_token_id} is outside the '
-                             f'vocabulary of {model.vocab_size}; set the tokenizer\'s [MASK] id')
-    self.itc_loss = shard.over_batch(albef_losses.itc_loss, mesh, num_args=10,
-                                     replicated_argnums=(5, 6, 7, 8, 9))
-    self.itm_loss = shard.over_batch(itm.itm_loss, mesh, num_args=3)
-    self.mlm_loss = shard.over_batch(mlm.mlm_loss, mesh, num_args=5, replicated_argnums=(4,))
+    self.mask_token_id = tokenizer.mask_id
+    if self.mlm_weight and self.mask_token_id is None:
+      raise errors.UserError('ALBEF\'s MLM needs a tokenizer with a [MASK] token, and this '
+                             'one has none: use another tokenizer, or loss.mlm_weight=0')
+    self.itc_loss = shard.over_batch(
+        albef_losses.itc_loss, mesh,
+        replicated=('image_queue', 'text_queue', 'queue_ids', 'temperature', 'alpha'))
+    self.itm_loss = shard.over_batch(itm.itm_loss, mesh)
+    self.mlm_loss = shard.over_batch(mlm.mlm_loss, mesh, replicated=('alpha',))
 
   def init_extra(self, params):
     dim = self.model.embed_dim
@@ -83,8 +91,10 @@ class AlbefObjective(base.Objective):
     queue = extra['queue']
     temperature = online['temperature']
     loss, metrics = self.itc_loss(
-        online['image_emb'], online['text_emb'], ema['image_emb'], ema['text_emb'], ids,
-        queue['image'], queue['text'], queue['ids'], temperature, alpha)
+        image_emb=online['image_emb'], text_emb=online['text_emb'],
+        image_emb_m=ema['image_emb'], text_emb_m=ema['text_emb'], image_ids=ids,
+        image_queue=queue['image'], text_queue=queue['text'], queue_ids=queue['ids'],
+        temperature=temperature, alpha=alpha)
     itm_rng, mlm_rng = jax.random.split(rng)
     if self.itm_weight:
       itm_value, itm_metrics = self._itm(params, online, ema, mask, ids, itm_rng)
@@ -118,7 +128,7 @@ class AlbefObjective(base.Objective):
     labels = jnp.concatenate([jnp.ones(size, jnp.int32), jnp.zeros(2 * size, jnp.int32)])
     weights = jnp.concatenate([jnp.ones(size, jnp.float32), has_negative_image.astype(jnp.float32),
                                has_negative_text.astype(jnp.float32)])
-    return self.itm_loss(logits, labels, weights)
+    return self.itm_loss(logits=logits, labels=labels, weights=weights)
 
   def _mlm(self, params, momentum_params, online, ema, tokens, mask, alpha, rng):
     inputs, selected = mlm.mask_tokens(rng, tokens, mask, mask_id=self.mask_token_id,
@@ -129,7 +139,8 @@ class AlbefObjective(base.Objective):
     teacher = jax.lax.stop_gradient(self._apply(momentum_params, inputs, mask,
                                                 ema['image_tokens'], True,
                                                 method=self.model.mlm_logits))
-    return self.mlm_loss(logits, teacher, tokens, selected, alpha)
+    return self.mlm_loss(logits=logits, momentum_logits=teacher, labels=tokens,
+                         selected=selected, alpha=alpha)
 
   def after_update(self, params, extra):
     return {**extra, 'momentum': momentum_lib.ema(extra['momentum'], params, self.momentum)}

@@ -1,22 +1,51 @@
 """The objective protocol, with the defaults of an objective that carries no state.
 
-Every training objective (`objectives/__init__.py`) provides
+Every training objective (`objectives/__init__.py`) is built as
+`Objective(model, mesh, loss_config, tokenizer)` and declares
+  LOSS_KEYS: the keys of `config.loss` it reads (besides `name`); any other key
+    is refused, so a setting of another loss never passes silently,
+  PARAM_BOUNDS: {top-level parameter name: (low, high)} that the training step
+    clamps the parameters into after every optimizer update ({} here).
+The trainer calls, in this order:
   init_params(rng, example_batch) -> the model's parameters,
   init_extra(params) -> the extra state the step carries (queues, memories,
-    momentum encoders, a frozen teacher; {} here),
+    momentum encoders, a frozen teacher's placeholders; {} here),
+  load_extra(extra, shardings) -> extra, once on a fresh state: what comes from
+    elsewhere (a frozen teacher's checkpoint; nothing here),
   __call__(params, extra, batch, rng, step) -> (loss, metrics, new_extra),
-  after_update(params, extra) -> extra, run after the optimizer step (an EMA;
-    nothing here).
+  clamp_params(params) -> params, after the optimizer update (PARAM_BOUNDS),
+  after_update(params, extra) -> extra, after the clamp (an EMA; nothing here).
 """
 
+import abc
+
+import jax.numpy as jnp
+
+from jaxret import errors
 from jaxret.inference import restore as restore_lib
 
 
-class Objective:
+class Objective(abc.ABC):
   """Defaults for an image–text model called as model(image, text, text_mask)."""
 
-  def __init__(self, model):
+  LOSS_KEYS: tuple[str, ...] = ()
+  PARAM_BOUNDS: dict[str, tuple[float | None, float | None]] = {}
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    del tokenizer  # Read by the objectives that need it (ALBEF's [MASK]).
+    self.check_settings(loss_config)
     self.model = model
+    self.mesh = mesh
+
+  @classmethod
+  def check_settings(cls, loss_config):
+    """Refuses keys of `loss_config` that this objective does not read."""
+    unknown = sorted(set(loss_config.keys()) - {'name'} - set(cls.LOSS_KEYS))
+    if unknown:
+      names = ', '.join(f'loss.{key}' for key in unknown)
+      what = 'is not a setting' if len(unknown) == 1 else 'are not settings'
+      raise errors.UserError(f'{names} {what} of loss {loss_config["name"]!r} '
+                             f'(its settings: {", ".join(cls.LOSS_KEYS) or "none"})')
 
   def init_params(self, rng, batch):
     return restore_lib.init_params(self.model, rng, batch)
@@ -25,14 +54,32 @@ class Objective:
     del params
     return {}
 
+  def load_extra(self, extra, shardings):
+    del shardings
+    return extra
+
   def forward(self, params, batch):
     """The model's training-mode outputs on the batch's images and captions."""
     outputs, _ = self.model.apply({'params': params}, batch['image'], batch['text'],
                                   batch['text_mask'], train=True)
     return outputs
 
+  @abc.abstractmethod
   def __call__(self, params, extra, batch, rng, step):
-    raise NotImplementedError
+    """(loss, metrics, new extra state) of one global batch; differentiated in `params`."""
+
+  def clamp_params(self, params):
+    """`params` with the PARAM_BOUNDS parameters clamped into their bounds.
+
+    A bound applied only in the forward pass (a clamped logit scale) gives the
+    stored parameter a zero gradient once it is past the bound, so it could
+    never come back; clamping the parameter itself after each update (as
+    open_clip does) keeps it where the gradient reaches it.
+    """
+    if not self.PARAM_BOUNDS:
+      return params
+    return {**params, **{name: jnp.clip(params[name], low, high)
+                         for name, (low, high) in self.PARAM_BOUNDS.items()}}
 
   def after_update(self, params, extra):
     del params

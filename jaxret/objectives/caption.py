@@ -12,13 +12,15 @@ class CaptionObjective(base.Objective):
   the psum of the per-example log-likelihoods.
   """
 
-  def __init__(self, model, mesh, loss_config):
-    del loss_config
-    super().__init__(model)
-    self.loss = shard.over_batch(caption.captioning_loss, mesh, num_args=2)
+  LOSS_KEYS = ()
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
+    self.loss = shard.over_batch(caption.captioning_loss, mesh)
 
   def __call__(self, params, extra, batch, rng, step):
     del rng, step
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(outputs['log_p_forward'], outputs['log_p_backward'])
+    loss, metrics = self.loss(log_p_forward=outputs['log_p_forward'],
+                              log_p_backward=outputs['log_p_backward'])
     return loss, metrics, extra

@@ -1,22 +1,30 @@
 """Objectives of a plain dual encoder: a forward pass, then one sharded contrastive loss."""
 
+import numpy as np
+
 from jaxret.losses import clip
+from jaxret.models import dual_encoder
 from jaxret.objectives import base
 from jaxret.parallel import shard
+
+# The dual encoder's stored log logit scale, kept <= log(100) (open_clip's clamp).
+LOGIT_SCALE_BOUNDS = {'logit_scale': (None, float(np.log(dual_encoder.MAX_LOGIT_SCALE)))}
 
 
 class ClipObjective(base.Objective):
   """CLIP: symmetric InfoNCE over all-gathered in-batch negatives (`losses/clip.py`).
   No extra state (the protocol is in `objectives/base.py`)."""
 
-  def __init__(self, model, mesh, loss_config):
-    del loss_config  # CLIP has no settings beyond the model's logit scale.
-    super().__init__(model)
-    self.loss = shard.over_batch(clip.clip_loss, mesh, num_args=4, replicated_argnums=(3,))
+  LOSS_KEYS = ()  # No settings beyond the model's logit scale.
+  PARAM_BOUNDS = LOGIT_SCALE_BOUNDS
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
+    self.loss = shard.over_batch(clip.clip_loss, mesh, replicated=('logit_scale',))
 
   def __call__(self, params, extra, batch, rng, step):
     del rng, step
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(outputs['image_emb'], outputs['text_emb'], batch['image_id'],
-                              outputs['logit_scale'])
+    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
+                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'])
     return loss, metrics, extra

@@ -18,7 +18,9 @@ from jaxret.inference import restore as restore_lib
 from jaxret.losses import clip
 from jaxret.losses import distill
 from jaxret.losses import gather
+from jaxret.models import capabilities
 from jaxret.objectives import base
+from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
@@ -29,18 +31,25 @@ def _teacher(loss_config):
                            '--config.loss.teacher=/tmp/jaxret-slow (see configs/caption.py)')
   config = workdir_config.load(loss_config.teacher)
   tokenizer = tokenizer_lib.load_workdir(loss_config.teacher, config.data.text_len)
-  return restore_lib.build_model(config, tokenizer), config
+  model = restore_lib.build_model(config, tokenizer)
+  capabilities.require(model, capabilities.PairScorer, "the distill loss's teacher (loss.teacher)")
+  return model, config
 
 
 class DistillObjective(base.Objective):
   """CLIP + distillation from a frozen slow model; follows `objectives/base.py`'s protocol,
-  plus `load_extra`, which fills in the teacher's parameters in a fresh state."""
+  with `load_extra` filling in the teacher's parameters in a fresh state. The
+  student's stored log logit scale is kept <= log(100), as CLIP's."""
 
-  def __init__(self, model, mesh, loss_config):
-    super().__init__(model)
+  LOSS_KEYS = ('teacher', 'alpha', 'teacher_temperature', 'student_temperature',
+               'num_candidates')
+  PARAM_BOUNDS = clip_objective.LOGIT_SCALE_BOUNDS
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
     self.loss_config = loss_config
     self.teacher_model, self.teacher_config = _teacher(loss_config)
-    self.loss = shard.over_batch(self._loss, mesh, num_args=9, replicated_argnums=(3, 8))
+    self.loss = shard.over_batch(self._loss, mesh, replicated=('logit_scale', 'teacher'))
 
   def init_extra(self, params):
     del params
@@ -84,8 +93,9 @@ class DistillObjective(base.Objective):
                                       method=self.teacher_model.visual_tokens)
     candidates = distill.sample_candidates(rng, batch['image_id'],
                                            self.loss_config.num_candidates)
-    loss, metrics = self.loss(outputs['image_emb'], outputs['text_emb'], batch['image_id'],
-                              outputs['logit_scale'], lax.stop_gradient(visual), batch['text'],
-                              batch['text_mask'], candidates, teacher)
+    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
+                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'],
+                              visual=lax.stop_gradient(visual), tokens=batch['text'],
+                              mask=batch['text_mask'], candidates=candidates, teacher=teacher)
     return loss, metrics, extra
 

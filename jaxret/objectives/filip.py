@@ -11,22 +11,28 @@ import functools
 
 from jaxret.losses import filip
 from jaxret.objectives import base
+from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
 class FilipObjective(base.Objective):
-  """Token embeddings of the batch, gathered across devices, scored token-wise."""
+  """Token embeddings of the batch, gathered across devices, scored token-wise.
+  The stored log logit scale is kept <= log(100), as the dual encoder's."""
 
-  def __init__(self, model, mesh, loss_config):
-    super().__init__(model)
+  LOSS_KEYS = ('keep_fraction', 'selection_group')
+  PARAM_BOUNDS = clip_objective.LOGIT_SCALE_BOUNDS
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
     self.loss = shard.over_batch(
         functools.partial(filip.filip_loss, keep_fraction=loss_config.keep_fraction,
                           selection_group=loss_config.selection_group),
-        mesh, num_args=5, replicated_argnums=(4,))
+        mesh, replicated=('logit_scale',))
 
   def __call__(self, params, extra, batch, rng, step):
     del rng, step
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(outputs['image_tokens'], outputs['text_tokens'],
-                              batch['text_mask'], batch['image_id'], outputs['logit_scale'])
+    loss, metrics = self.loss(image_tokens=outputs['image_tokens'],
+                              text_tokens=outputs['text_tokens'], text_mask=batch['text_mask'],
+                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'])
     return loss, metrics, extra

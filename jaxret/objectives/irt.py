@@ -25,15 +25,16 @@ class IrtObjective(base.Objective):
   against texts and the text memory, text anchors against images and the
   image memory, positives by image id. Memory slots hold (image, text, id)."""
 
-  def __init__(self, model, mesh, loss_config):
-    super().__init__(model)
-    self.mesh = mesh
+  LOSS_KEYS = ('margin', 'koleo_weight', 'memory_size', 'memory_start')
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
     self.memory_size = loss_config.memory_size
     self.memory_start = loss_config.memory_start
     self.loss = shard.over_batch(
         functools.partial(irt.irt_cross_modal_loss, margin=loss_config.margin,
                           koleo_weight=loss_config.koleo_weight),
-        mesh, num_args=6, replicated_argnums=(3, 4, 5))
+        mesh, replicated=('memory_image', 'memory_text', 'memory_labels'))
 
   def init_extra(self, params):
     del params
@@ -51,8 +52,9 @@ class IrtObjective(base.Objective):
     memory, _ = self._enqueue(
         extra['memory'], {'image': outputs['image_emb'], 'text': outputs['text_emb'],
                           'label': batch['image_id']}, step)
-    loss, metrics = self.loss(outputs['image_emb'], outputs['text_emb'], batch['image_id'],
-                              memory['image'], memory['text'], memory['label'])
+    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
+                              image_ids=batch['image_id'], memory_image=memory['image'],
+                              memory_text=memory['text'], memory_labels=memory['label'])
     metrics['memory_fill'] = jnp.mean(memory['label'] >= 0)
     return loss, metrics, {'memory': memory}
 
@@ -63,15 +65,17 @@ class IrtImageObjective(IrtObjective):
   looked up from its row in the training split. Captions are not used.
   Memory slots hold (descriptor, label)."""
 
-  def __init__(self, model, mesh, loss_config):
-    super().__init__(model, mesh, loss_config)
+  LOSS_KEYS = IrtObjective.LOSS_KEYS + ('labels', 'data')
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
     self.label_kind = loss_config.labels
     self.data_config = loss_config.data
     self._labels = None
     self.loss = shard.over_batch(
         functools.partial(irt.irt_image_loss, margin=loss_config.margin,
                           koleo_weight=loss_config.koleo_weight),
-        mesh, num_args=6, replicated_argnums=(4, 5))
+        mesh, replicated=('memory_emb', 'memory_labels'))
 
   def train_labels(self):
     """(num_train,) label of each training row (computed once, when first traced)."""
@@ -91,7 +95,8 @@ class IrtImageObjective(IrtObjective):
                               method=self.model.encode_image)
     labels = jnp.asarray(self.train_labels())[batch['image_id']]
     memory, slots = self._enqueue(extra['memory'], {'embedding': emb, 'label': labels}, step)
-    loss, metrics = self.loss(emb, labels, batch['image_id'], slots, memory['embedding'],
-                              memory['label'])
+    loss, metrics = self.loss(emb=emb, labels=labels, identity=batch['image_id'],
+                              memory_slots=slots, memory_emb=memory['embedding'],
+                              memory_labels=memory['label'])
     metrics['memory_fill'] = jnp.mean(memory['label'] >= 0)
     return loss, metrics, {'memory': memory}

@@ -3,27 +3,33 @@ the pairwise sigmoid loss (`losses/siglip.py`)."""
 
 from jaxret import errors
 from jaxret.losses import siglip
+from jaxret.models import dual_encoder
 from jaxret.objectives import base
+from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
 class SiglipObjective(base.Objective):
   """The dual encoder's logit scale is SigLIP's temperature t (config
   `model.logit_scale_init = 10`) and its logit bias is b (`model.logit_bias_init
-  = -10`); both are scalars, so they get no weight decay."""
+  = -10`); both are scalars, so they get no weight decay. The stored log t is
+  kept <= log(100), the dual encoder's bound."""
 
-  def __init__(self, model, mesh, loss_config):
-    del loss_config  # The loss has no settings beyond the model's t and b.
-    if getattr(model, 'logit_bias_init', None) is None:
+  LOSS_KEYS = ()  # No settings beyond the model's t and b.
+  PARAM_BOUNDS = clip_objective.LOGIT_SCALE_BOUNDS
+
+  def __init__(self, model, mesh, loss_config, tokenizer):
+    super().__init__(model, mesh, loss_config, tokenizer)
+    if not isinstance(model, dual_encoder.DualEncoder) or model.logit_bias_init is None:
       raise errors.UserError('the siglip loss needs a model with a logit bias: set '
                              'model.logit_bias_init (SigLIP: -10.0) and model.logit_scale_init '
                              '(SigLIP: 10.0)')
-    super().__init__(model)
-    self.loss = shard.over_batch(siglip.siglip_loss, mesh, num_args=5, replicated_argnums=(3, 4))
+    self.loss = shard.over_batch(siglip.siglip_loss, mesh, replicated=('temperature', 'bias'))
 
   def __call__(self, params, extra, batch, rng, step):
     del rng, step
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(outputs['image_emb'], outputs['text_emb'], batch['image_id'],
-                              outputs['logit_scale'], outputs['logit_bias'])
+    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
+                              image_ids=batch['image_id'], temperature=outputs['logit_scale'],
+                              bias=outputs['logit_bias'])
     return loss, metrics, extra

@@ -6,6 +6,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxret import tree
+
 
 def _spec(entry):
   return P(*[None if axis in (None, '', '.') else axis for axis in entry])
@@ -23,8 +25,7 @@ def tree_shardings(abstract_tree, mesh, rules=()):
   compiled = [(re.compile(pattern), _spec(spec)) for pattern, spec in rules]
 
   def sharding_of(path, leaf):
-    name = '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
-                    for k in path)
+    name = tree.path_name(path)
     for pattern, spec in compiled:
       if pattern.search(name):
         return NamedSharding(mesh, _fit(spec, leaf.shape, mesh))

@@ -59,9 +59,10 @@ def restore_scorer(slow_workdir, rerank_config):
 
 
 def for_workdir(config, workdir):
-  """The workdir's re-ranker, if its config names a slow model and the index has its tokens."""
-  rerank = config.get('rerank')
-  if rerank is None or not rerank.get('slow_workdir'):
+  """The workdir's re-ranker if its config names a slow model (`rerank.slow_workdir`; '':
+  none), which needs the slow model's tokens of the index (`--mode=index`)."""
+  rerank = config.rerank
+  if not rerank.slow_workdir:
     return None
   ids, visual, manifest = visual_store.load(visual_store.directory(workdir))
   scorer, tokenizer, step = restore_scorer(rerank.slow_workdir, rerank)

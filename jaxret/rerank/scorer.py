@@ -6,21 +6,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxret.data import pipeline
+from jaxret.models import capabilities
 from jaxret.rerank import buckets as buckets_lib
 
 
 class SlowScorer:
-  """Scores captions against precomputed visual tokens.
+  """Scores captions against precomputed visual tokens with a `capabilities.PairScorer`.
 
   `visual_tokens(images)` runs the image side once per gallery image (stored in
   `storage_dtype`, e.g. bfloat16); `score(tokens, mask, visual)` runs only the
-  decoders, for Q queries against K candidates each, padded to buckets so that
-  queries of one bucket reuse one compiled program (`compilations` counts them).
+  text side (the captioner's decoders, ALBEF's fusion encoder), for Q queries
+  against K candidates each, padded to buckets so that queries of one bucket
+  reuse one compiled program (`compilations` counts them).
   """
 
   def __init__(self, model, params, data_config, *, query_buckets=(1, 8, 32),
                candidate_buckets=(10, 50, 100), length_buckets=(8, 16, 32),
                image_batch=64, storage_dtype='float32'):
+    capabilities.require(model, capabilities.PairScorer, 'slow scoring (re-ranking)')
     self.model = model
     self.params = params
     self.data_config = data_config

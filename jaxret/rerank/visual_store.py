@@ -8,12 +8,12 @@ and step, the dtype, bytes per image, SHA-256 of the files).
 
 import json
 import os
-import shutil
 
 import ml_dtypes
 import numpy as np
 
 from jaxret import errors
+from jaxret import files
 from jaxret.index import store
 
 SUBDIR = 'rerank'
@@ -28,36 +28,27 @@ def save(out_dir, ids, visual, *, slow_workdir, slow_step):
   """Writes the store to a staging folder and swaps it in for `out_dir`."""
   visual = np.asarray(visual)
   dtype = 'bfloat16' if visual.dtype == ml_dtypes.bfloat16 else str(visual.dtype)
-  staging = out_dir + f'.tmp-{os.getpid()}'
-  shutil.rmtree(staging, ignore_errors=True)
-  os.makedirs(staging)
   stored = visual.view(np.uint16) if dtype == 'bfloat16' else visual
-  np.save(os.path.join(staging, 'visual.npy'), stored, allow_pickle=False)
-  np.save(os.path.join(staging, 'ids.npy'), np.asarray(ids), allow_pickle=False)
-  manifest = {
-      'slow_workdir': os.path.abspath(slow_workdir), 'slow_step': int(slow_step),
-      'dtype': dtype, 'num_items': int(len(visual)), 'tokens': int(visual.shape[1]),
-      'width': int(visual.shape[2]), 'bytes_per_image': int(visual[0].nbytes),
-      'checksums': store.checksums(staging),
-  }
-  with open(os.path.join(staging, MANIFEST), 'w') as f:
-    json.dump(manifest, f, indent=2)
-  previous = out_dir + f'.old-{os.getpid()}'
-  if os.path.exists(out_dir):
-    os.replace(out_dir, previous)
-  os.replace(staging, out_dir)
-  shutil.rmtree(previous, ignore_errors=True)
+  with files.staged_directory(out_dir) as staging:
+    np.save(os.path.join(staging, 'visual.npy'), stored, allow_pickle=False)
+    np.save(os.path.join(staging, 'ids.npy'), np.asarray(ids), allow_pickle=False)
+    manifest = {
+        'slow_workdir': os.path.abspath(slow_workdir), 'slow_step': int(slow_step),
+        'dtype': dtype, 'num_items': int(len(visual)), 'tokens': int(visual.shape[1]),
+        'width': int(visual.shape[2]), 'bytes_per_image': int(visual[0].nbytes),
+        'checksums': store.checksums(staging),
+    }
+    with open(os.path.join(staging, MANIFEST), 'w') as f:
+      json.dump(manifest, f, indent=2)
   return manifest
 
 
 def load(store_dir):
   """(ids, visual tokens, manifest), verified against the manifest's checksums."""
-  path = os.path.join(store_dir, MANIFEST)
-  if not os.path.exists(path):
-    raise errors.UserError(f'no slow visual tokens in {store_dir}; run --mode=index with a '
-                           'config that names rerank.slow_workdir')
-  with open(path) as f:
-    manifest = json.load(f)
+  manifest = files.read_json(
+      os.path.join(store_dir, MANIFEST),
+      f'no slow visual tokens in {store_dir}; run --mode=index with a config that names '
+      'rerank.slow_workdir')
   if store.checksums(store_dir) != manifest['checksums']:
     raise errors.UserError(f'the slow visual tokens in {store_dir} are damaged; rebuild them '
                            'with --mode=index')

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxret import errors
 from jaxret.data import pipeline
+from jaxret.models import capabilities
 
 BATCH_BUCKETS = (1, 8, 64)
 MAX_QUERY_CHARS = 1000
@@ -57,6 +58,7 @@ class TextEncoder:
 
   def __init__(self, model, params, tokenizer, batch_buckets=BATCH_BUCKETS,
                max_chars=MAX_QUERY_CHARS):
+    capabilities.require(model, capabilities.PooledEncoder, 'serving text queries')
     self.params = params
     self.tokenizer = tokenizer
     self.max_len = tokenizer.max_len
@@ -125,6 +127,7 @@ class ImageEncoder:
   """
 
   def __init__(self, model, params, data_config, batch=8):
+    capabilities.require(model, capabilities.PooledEncoder, 'adding images to a served index')
     self.params = params
     self.data_config = data_config
     self.image_size = data_config.image_size

@@ -15,6 +15,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from jaxret import files
+
 
 def _png(image):
   buffer = io.BytesIO()
@@ -65,11 +67,7 @@ class Gallery:
 
   def add(self, image_id, image):
     """Keeps an added item's image (uint8 (H, W, 3)); written atomically."""
-    os.makedirs(self.added_dir, exist_ok=True)
-    path = self._added_path(image_id)
-    with open(path + '.tmp', 'wb') as f:
-      f.write(_png(image))
-    os.replace(path + '.tmp', path)
+    files.write_bytes(self._added_path(image_id), _png(image))
 
   def remove(self, image_id):
     path = self._added_path(image_id)

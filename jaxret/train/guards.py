@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxret import errors
+from jaxret import tree
 
 POLICIES = ('stop', 'skip')
 
@@ -21,16 +22,11 @@ def finite_flags(loss, grads):
   return jnp.isfinite(loss) & jnp.all(per_leaf), per_leaf
 
 
-def parameter_names(params):
-  return ['/'.join(str(getattr(k, 'key', k)) for k in path)
-          for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-
-
 class FiniteGuard:
   """Collects each step's flags and checks them when asked."""
 
   def __init__(self, params, policy, log):
-    self.names = parameter_names(params)
+    self.names = tree.leaf_names(params)
     self.policy = policy
     self.log = log
     self.pending = []

@@ -8,6 +8,7 @@ import numpy as np
 import tensorboardX
 
 from jaxret import errors
+from jaxret import files
 
 
 def _plain(value):
@@ -30,9 +31,8 @@ class MetricWriter:
     if os.path.exists(self.path):
       with open(self.path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
-      with open(self.path + '.tmp', 'w') as f:
+      with files.atomic_file(self.path) as f:
         f.writelines(kept)
-      os.replace(self.path + '.tmp', self.path)
     self.tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step, metrics):

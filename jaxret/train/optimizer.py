@@ -11,6 +11,7 @@ import jax
 import optax
 
 from jaxret import errors
+from jaxret import tree
 
 
 def schedule(config):
@@ -31,14 +32,10 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def path_name(path):
-  return '/'.join(str(getattr(k, 'key', k)) for k in path)
-
-
 def frozen_labels(params, patterns):
   """'frozen' for parameters whose path matches a pattern, else 'trained'."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: 'frozen' if any(re.fullmatch(p, path_name(path)) for p in patterns)
+      lambda path, _: 'frozen' if any(re.fullmatch(p, tree.path_name(path)) for p in patterns)
       else 'trained', params)
 
 

@@ -11,7 +11,7 @@ from jaxret import registry
 from jaxret.data import pipeline
 from jaxret.inference import checkpoints as checkpoints_lib
 from jaxret.inference import restore as restore_lib
-from jaxret.models import variants
+from jaxret.models import vit
 from jaxret.models.load import pretrained
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
@@ -28,13 +28,15 @@ def check_config(config):
   if config.on_nonfinite not in guards.POLICIES:
     raise errors.UserError(f'unknown on_nonfinite={config.on_nonfinite!r}; '
                            f'known: {", ".join(guards.POLICIES)}')
-  image = config.model.get('image')
-  if image is not None and 'variant' in image:
-    patch = variants.decode(image.variant).get('patch_size')
-    if patch and config.data.image_size % patch:
-      raise errors.UserError(
-          f'data.image_size={config.data.image_size} is not divisible by the patch size '
-          f'{patch} of model.image.variant={image.variant!r}; use a multiple of {patch}')
+  image = config.model.image
+  try:
+    patch = vit.ViT(**image).sizes()['patch_size']
+  except (TypeError, ValueError) as e:
+    raise errors.UserError(f'model.image does not describe a ViT: {e}') from e
+  if config.data.image_size % patch:
+    raise errors.UserError(
+        f'data.image_size={config.data.image_size} is not divisible by the patch size '
+        f'{patch} of model.image.variant={image.variant!r}; use a multiple of {patch}')
   if config.total_steps < 0:
     raise errors.UserError(f'total_steps must be >= 0, got {config.total_steps}')
 
@@ -47,7 +49,7 @@ class Trainable:
     self.config = config
     self.mesh = mesh
     self.model = restore_lib.build_model(config, tokenizer)
-    self.objective = objectives.build(config.loss, self.model, mesh)
+    self.objective = objectives.build(config.loss, self.model, mesh, tokenizer)
     self.optimizer, self.learning_rate = optimizer_lib.build(config)
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
     self.state_shardings = partition.tree_shardings(
@@ -71,10 +73,8 @@ class Trainable:
       state = pretrained.apply_to_state(state, self.config, self.state_shardings,
                                         self.optimizer, self.objective)
     # Extra state that comes from elsewhere (a frozen teacher's checkpoint).
-    if hasattr(self.objective, 'load_extra'):
-      state = state.replace(extra=self.objective.load_extra(state.extra,
-                                                            self.state_shardings.extra))
-    return state
+    return state.replace(extra=self.objective.load_extra(state.extra,
+                                                         self.state_shardings.extra))
 
   def restore_target(self):
     return checkpoints_lib.abstract_with_shardings(self.abstract_state, self.state_shardings)

@@ -25,8 +25,9 @@ def compute_gradients(state: state_lib.TrainState, batch, objective):
 
 
 def apply_gradients(state, grads, extra, objective, optimizer):
+  """The optimizer update, the objective's parameter bounds, then its after-update hook."""
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  params = objective.clamp_params(optax.apply_updates(state.params, updates))
   extra = objective.after_update(params, extra)
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra)
 

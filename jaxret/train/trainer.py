@@ -83,6 +83,8 @@ def train(config, workdir, mesh=None):
   tokenizer = tokenizer_lib.for_workdir(config.tokenizer, config.data.text_len, workdir,
                                         train_records)
   trainable = setup.Trainable(config, tokenizer, mesh)
+  if config.eval_every > 0:  # The evaluator is built at the first evaluation; its needs now.
+    evaluate_lib.check_model(config.eval.periodic_evaluator, trainable.model)
   dataset = pipeline.train_dataset(
       train_records, tokenizer, config.data, seed=config.seed, global_batch=config.batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -128,8 +130,7 @@ def train(config, workdir, mesh=None):
           not preempted):
         if evaluator is None:
           evaluator = evaluate_lib.build(
-              config.eval.get('periodic_evaluator', 'retrieval'), config, trainable.model,
-              mesh,
+              config.eval.periodic_evaluator, config, trainable.model, mesh,
               sources.load_split(config.data, config.eval.periodic_split), tokenizer,
               config.eval.periodic_split)
         results = evaluator(state.params)
@@ -145,8 +146,8 @@ def train(config, workdir, mesh=None):
       if preempted:
         checkpoints.wait()
         raise errors.Preempted(
-            f'preempted: saved the checkpoint of step {step} in {checkpoints_lib.directory(workdir)}; '
-            'rerun the same command to resume')
+            f'preempted: saved the checkpoint of step {step} in '
+            f'{checkpoints_lib.directory(workdir)}; rerun the same command to resume')
     guard.check()
   finally:
     watcher.close()

@@ -12,7 +12,6 @@ what was not (kept as initialised) and which checkpoint tensors went unused.
 """
 
 import dataclasses
-import json
 import os
 import re
 
@@ -21,6 +20,8 @@ import numpy as np
 from safetensors import numpy as safetensors_numpy
 
 from jaxret import errors
+from jaxret import files
+from jaxret import tree
 
 SAFETENSORS = 'model.safetensors'
 
@@ -35,19 +36,14 @@ def read_safetensors(directory):
 
 
 def read_config(directory):
-  path = os.path.join(directory, 'config.json')
-  if not os.path.isfile(path):
-    raise errors.UserError(f'no config.json in {directory}')
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(os.path.join(directory, 'config.json'),
+                         f'no config.json in {directory}')
 
 
 def flatten(params):
   """{'a/b/c': leaf} of a nested dict of parameters."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    flat['/'.join(str(getattr(k, 'key', k)) for k in path)] = leaf
-  return flat
+  return {tree.path_name(path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def unflatten_like(params, flat):

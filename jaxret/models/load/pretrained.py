@@ -15,6 +15,7 @@ state are then re-created from the loaded parameters.
 import jax
 import numpy as np
 
+from jaxret.models import vit
 from jaxret.models.load import checkpoint
 from jaxret.models.load import hf
 from jaxret.models.load import local_models
@@ -24,12 +25,13 @@ IMAGE_POSEMB = 'image_encoder/pos_embedding'
 
 
 def requested(config):
-  return 'init' in config and bool(config.init.text or config.init.clip)
+  return bool(config.init.text or config.init.clip)
 
 
 def _image_has_cls(config):
-  image = config.model.get('image') or {}
-  return bool(image.get('cls_posemb', False))
+  """Whether the image tower's position embedding covers the CLS token, as the ViT
+  built from `config.model.image` (with its defaults) has it."""
+  return vit.ViT(**config.model.image).cls_posemb
 
 
 def convert(config):
