@@ -11,7 +11,7 @@ import ml_collections
 
 from jaxret import errors
 
-SOURCES = ('builtin', 'tfds', 'karpathy', 'wds')
+SOURCES = ('builtin', 'builtin_video', 'tfds', 'karpathy', 'wds')
 TRAIN_CROPS = ('none', 'random_resized')
 ON_BAD_RECORD = ('skip', 'error')
 
@@ -19,8 +19,10 @@ ON_BAD_RECORD = ('skip', 'error')
 def defaults():
   """The keys and their defaults (the built-in data's behaviour)."""
   return ml_collections.ConfigDict({
-      # builtin | tfds | karpathy | wds.
+      # builtin | builtin_video | tfds | karpathy | wds.
       'source': 'builtin',
+      # Frames per clip: 0 for images (B, H, W, 3); T for video, (B, T, H, W, 3).
+      'num_frames': 0,
       # tfds: the data_dir (default: TFDS's own); karpathy: the dataset_*.json file; wds: a shard
       # pattern with '{split}' and braces, e.g. /data/cc/{split}-{0000..0099}.tar.
       'path': '',
@@ -80,6 +82,9 @@ def check(options):
   if options.on_bad_record not in ON_BAD_RECORD:
     raise errors.UserError(f'unknown data.on_bad_record {options.on_bad_record!r}; '
                            f'known: {", ".join(ON_BAD_RECORD)}')
+  if (options.source == 'builtin_video') != (options.num_frames > 0):
+    raise errors.UserError('data.num_frames > 0 (video) goes with data.source=builtin_video, '
+                           f'got num_frames={options.num_frames} and source={options.source!r}')
   low, high = options.crop_scale
   if not 0 < low <= high <= 1:
     raise errors.UserError(f'data.crop_scale must satisfy 0 < low <= high <= 1, got {low, high}')

@@ -232,10 +232,12 @@ def _close(iterator_ref):
 
 
 def example_batch(data_config, text_len):
-  """Zeros shaped like one training example (for shape inference and init)."""
+  """Zeros shaped like one training example (for shape inference and init): an image
+  (1, H, W, 3), or a clip (1, T, H, W, 3) when `data.num_frames` is T > 0."""
   size = data_config.image_size
+  frames = options_lib.resolve(data_config).num_frames
   return {
-      'image': np.zeros((1, size, size, 3), np.float32),
+      'image': np.zeros((1,) + ((frames,) if frames else ()) + (size, size, 3), np.float32),
       'text': np.zeros((1, text_len), np.int32),
       'text_mask': np.ones((1, text_len), np.int32),
       'image_id': np.zeros((1,), np.int32),

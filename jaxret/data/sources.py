@@ -1,6 +1,6 @@
 """Data sources by name (`config.data.source`); each returns a split's `Records`.
 
-builtin: the generated dataset (the default). tfds: `tfds.data_source` over
+builtin: the generated dataset (the default); builtin_video: generated clips. tfds: `tfds.data_source` over
 ArrayRecord files, without TensorFlow. karpathy: a Karpathy-split JSON and an
 image folder. wds: webdataset tar shards (training streams them; evaluation
 splits are read whole). Or an import path 'package.module:load_split' of a
@@ -13,6 +13,7 @@ from jaxret.data import options as options_lib
 from jaxret.data import tfds_source
 from jaxret.data import wds
 from jaxret.data.builtin import dataset
+from jaxret.data.builtin import video
 
 SOURCES = options_lib.SOURCES
 
@@ -27,6 +28,8 @@ def load_split(data_config, split):
     return registry.resolve(options.source, {}, 'data.source')(data_config, split)
   if options.source == 'builtin':
     return dataset.load_split(data_config, split)
+  if options.source == 'builtin_video':
+    return video.load_split(data_config, split)
   args = (options, split, data_config.image_size, data_config.num_threads)
   if options.source == 'karpathy':
     return karpathy.load_split(*args)
