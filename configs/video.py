@@ -54,7 +54,6 @@ def get_config(arg=None):
   # Multiples of 4: groups of temporal near-duplicates.
   config.data.num_val = 16 if arg.runlocal else 200
   config.data.num_test = 32 if arg.runlocal else 400
-  config.data.near_duplicates_per_group = 4  # The built-in images' key (unused by clips).
   config.eval.batch_size = 16 if arg.runlocal else 64
 
   # The ViT on every frame (16x16 patches: 16 tokens a frame), then time.

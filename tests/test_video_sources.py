@@ -16,9 +16,8 @@ from jaxret.data import videos
 FRAMES = 4
 
 
-def _frames(count, seed, height=24, width=40):
+def _frames(count, height=24, width=40):
   """`count` frames, frame k a flat grey of level 40 + 20k (order visible after H.264)."""
-  del seed
   levels = 40 + 20 * np.arange(count)
   return np.broadcast_to(levels[:, None, None, None], (count, height, width, 3)).astype(np.uint8)
 
@@ -30,7 +29,7 @@ def video_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp('videos')
   for i in range(4):
     count = 2 if i == 2 else 8
-    frames = _frames(count, i, *((48, 80) if i == 3 else (24, 40)))
+    frames = _frames(count, *((48, 80) if i == 3 else (24, 40)))
     (root / f'v{i}.mp4').write_bytes(videos.encode_mp4(frames))
   (root / 'v4.mp4').write_bytes(b'not a video' * 50)
   (root / 'v5.mp4').write_bytes(b'')
@@ -61,7 +60,7 @@ def _config(root, source, **overrides):
 def test_uniform_sampling_and_resizing():
   np.testing.assert_array_equal(videos.sample_indices(8, 4), [1, 3, 5, 7])
   np.testing.assert_array_equal(videos.sample_indices(2, 4), [0, 0, 1, 1])  # Padded.
-  clip = videos.decode_clip(videos.encode_mp4(_frames(8, 0)), FRAMES, 16)
+  clip = videos.decode_clip(videos.encode_mp4(_frames(8)), FRAMES, 16)
   assert clip.shape == (FRAMES, 16, 16, 3) and clip.dtype == np.uint8
   levels = clip.mean(axis=(1, 2, 3))
   np.testing.assert_allclose(levels, 40 + 20 * np.array([1, 3, 5, 7]), atol=3)
@@ -137,7 +136,7 @@ def test_webdataset_shards_with_mp4_members(tmp_path, capsys):
     with webdataset.TarWriter(str(tmp_path / f'{split}-0000.tar')) as sink:
       for i in range(4):
         sink.write({'__key__': f'c{i}', 'txt': f'clip {i}'.encode(),
-                    'mp4': videos.encode_mp4(_frames(8, i)) if i != 2 else b'broken'})
+                    'mp4': videos.encode_mp4(_frames(8)) if i != 2 else b'broken'})
   config = data_options.defaults()
   config.update(dict(source='wds', path=str(tmp_path / '{split}-0000.tar'), num_frames=FRAMES,
                      image_size=16, num_threads=1, image_mean=(0.5,) * 3,
