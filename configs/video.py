@@ -61,6 +61,7 @@ def get_config(arg=None):
       'variant': 'mu/16' if arg.runlocal else 'nano/16', 'depth': 1 if arg.runlocal else 2,
       'pool': 'cls', 'posemb': 'learn',
       'temporal': arg.temporal, 'temporal_depth': 1, 'max_frames': 16})
+  config.query.text = 'a red circle moves left, then a blue square appears'
   if arg.method == 'caption':  # Space-time tokens have no square grid to upsample.
     config.model.pyramid = 'coarse'
   else:

@@ -10,6 +10,7 @@ from jaxret.data import options as data_options
 from jaxret.data import pipeline
 from jaxret.data.builtin import clips as clips_lib
 from jaxret.data.builtin import video
+from jaxret.serve import contact_sheet
 
 CONFIG = ml_collections.ConfigDict(dict(
     seed=3, num_train=60, num_val=8, num_test=16, num_frames=8, image_size=32,
@@ -107,3 +108,15 @@ def test_video_options_are_checked():
   bad.num_test = 10
   with pytest.raises(ValueError, match='multiple of 4'):
     video.load_split(bad, 'test')
+
+
+def test_the_query_contact_sheet_shows_a_frame_strip_per_clip(splits):
+  clips = splits['test'].images[:2]
+  sheet = np.asarray(contact_sheet.contact_sheet(clips, ['1: 0.9', '2: 0.8']))
+  size = contact_sheet.FRAME_THUMB
+  assert sheet.shape[0] == 2 * (size + 4)
+  left = sheet.shape[1] - 8 * size  # After the labels: the 8 frames of each clip.
+  for row, clip in enumerate(clips):
+    for t in (0, 7):
+      thumb = sheet[row * (size + 4):row * (size + 4) + size, left + t * size:left + (t + 1) * size]
+      np.testing.assert_array_equal(thumb[::2, ::2], clip[t])  # 32 -> 64 pixels, nearest.
