@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxret.data import options as data_options
 from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.models import flops as flops_lib
 from jaxret.parallel import host
@@ -97,7 +98,8 @@ def main(argv):
   seconds = float(np.median(times))
   devices = mesh.devices.size
   example_flops = flops_lib.dual_encoder_train_flops(
-      config.model, config.data.image_size, config.data.text_len)
+      config.model, config.data.image_size, config.data.text_len,
+      data_options.resolve(config.data).num_frames)
   peak, peak_source = peak_tflops(jax.devices()[0])
   achieved = example_flops * config.batch_size / seconds / devices / 1e12
   results = {

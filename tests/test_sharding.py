@@ -17,6 +17,7 @@ from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.parallel import host
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
+from method_configs import load_config
 from method_configs import tiny_config
 
 STEPS = 3  # Then one more batch, with a NaN image: the step skips its update.
@@ -108,6 +109,21 @@ def test_one_and_eight_devices_agree(loss_name):
   tokenizer, batches = _setup(config)
   multi, _ = _run(config, mesh_lib.make_mesh(), tokenizer, batches)
   _assert_same(_single_device(loss_name), multi)
+
+
+@pytest.mark.parametrize('method', ['clip'])
+def test_video_one_and_eight_devices_agree(method):
+  """configs/video.py: clips (B, T, H, W, 3) through the video tower (temporal transformer)."""
+  def config():
+    video = load_config('video', f'runlocal,method={method},frames=4')
+    video.batch_size = 16  # Two clips per device.
+    video.on_nonfinite = 'skip'
+    return video
+  tokenizer, batches = _setup(config())
+  assert batches[0]['image'].shape == (16, 4, 64, 64, 3)
+  single, _ = _run(config(), mesh_lib.make_mesh(devices=jax.devices()[:1]), tokenizer, batches)
+  multi, _ = _run(config(), mesh_lib.make_mesh(), tokenizer, batches)
+  _assert_same(single, multi)
 
 
 def test_fsdp_on_a_two_axis_mesh_shards_parameters_and_agrees():

@@ -1,6 +1,7 @@
 """Accounting for bad input: counted per epoch, logged with the file name, skipped or fatal.
 
-Kinds: a missing or corrupt image, an empty caption, an entry without
+Kinds: a missing or corrupt image or video, a video with too few frames
+(`data.short_clip='refuse'`), an empty caption, an entry without
 captions, a sample missing its image or caption, a shard that ends mid-record.
 Records found bad while a split loads are dropped from it (and reported once);
 images found bad while decoding are skipped in the batch they would have been
@@ -23,6 +24,9 @@ KINDS = {
     'no_captions': 'entry without captions',
     'incomplete_sample': 'sample without image or caption',
     'truncated_shard': 'shard ending mid-record',
+    'missing_video': 'missing video',
+    'corrupt_video': 'corrupt video',
+    'short_video': 'video shorter than data.num_frames',
 }
 
 

@@ -11,7 +11,9 @@ import ml_collections
 
 from jaxret import errors
 
-SOURCES = ('builtin', 'tfds', 'karpathy', 'wds')
+SOURCES = ('builtin', 'builtin_video', 'tfds', 'karpathy', 'wds', 'msrvtt', 'vatex')
+VIDEO_SOURCES = ('builtin_video', 'msrvtt', 'vatex')
+SHORT_CLIP = ('pad', 'refuse')
 TRAIN_CROPS = ('none', 'random_resized')
 ON_BAD_RECORD = ('skip', 'error')
 
@@ -19,8 +21,15 @@ ON_BAD_RECORD = ('skip', 'error')
 def defaults():
   """The keys and their defaults (the built-in data's behaviour)."""
   return ml_collections.ConfigDict({
-      # builtin | tfds | karpathy | wds.
+      # builtin | builtin_video | tfds | karpathy | wds | msrvtt | vatex.
       'source': 'builtin',
+      # Frames per clip: 0 for images (B, H, W, 3); T for video, (B, T, H, W, 3), which
+      # builtin_video, msrvtt and vatex need (and wds with .mp4 members).
+      'num_frames': 0,
+      # msrvtt, vatex: the folder of <video id>.mp4 files (default: the JSON file's folder).
+      'video_root': '',
+      # A video with fewer frames than num_frames: 'pad' (frames repeat) or 'refuse' (bad).
+      'short_clip': 'pad',
       # tfds: the data_dir (default: TFDS's own); karpathy: the dataset_*.json file; wds: a shard
       # pattern with '{split}' and braces, e.g. /data/cc/{split}-{0000..0099}.tar.
       'path': '',
@@ -54,7 +63,7 @@ def defaults():
 SOURCE_KEYS = {
     'tfds': {'image_key': 'image', 'caption_key': 'captions/text', 'id_key': 'image/id'},
     'wds': {'image_key': 'jpg;jpeg;png;webp', 'caption_key': 'txt', 'id_key': '__key__'},
-}
+}  # wds with data.num_frames > 0: image_key 'mp4'.
 
 
 def resolve(data_config):
@@ -63,6 +72,8 @@ def resolve(data_config):
   for key, value in data_config.items():
     if key in resolved:
       resolved[key] = value
+  if resolved.source == 'wds' and resolved.num_frames and not resolved.image_key:
+    resolved.image_key = 'mp4'  # Video shards: .mp4 members.
   for key, value in SOURCE_KEYS.get(resolved.source, {}).items():
     if not resolved[key]:
       resolved[key] = value
@@ -80,10 +91,20 @@ def check(options):
   if options.on_bad_record not in ON_BAD_RECORD:
     raise errors.UserError(f'unknown data.on_bad_record {options.on_bad_record!r}; '
                            f'known: {", ".join(ON_BAD_RECORD)}')
+  if options.source in VIDEO_SOURCES and options.num_frames < 1:
+    raise errors.UserError(f'data.source={options.source!r} is video: it needs data.num_frames > 0'
+                           f', got {options.num_frames}')
+  if options.num_frames and options.source not in VIDEO_SOURCES + ('wds',):
+    raise errors.UserError(f'data.num_frames > 0 (video) needs a video source '
+                           f'({", ".join(VIDEO_SOURCES)}, or wds with .mp4 members), got '
+                           f'data.source={options.source!r}')
+  if options.short_clip not in SHORT_CLIP:
+    raise errors.UserError(f'unknown data.short_clip {options.short_clip!r}; '
+                           f'known: {", ".join(SHORT_CLIP)}')
   low, high = options.crop_scale
   if not 0 < low <= high <= 1:
     raise errors.UserError(f'data.crop_scale must satisfy 0 < low <= high <= 1, got {low, high}')
-  if options.source in ('karpathy', 'wds') and not options.path:
+  if options.source in ('karpathy', 'wds', 'msrvtt', 'vatex') and not options.path:
     raise errors.UserError(f'data.source={options.source!r} needs --config.data.path=...')
   if options.source == 'tfds' and not options.name:
     raise errors.UserError('data.source=tfds needs --config.data.name=DATASET '

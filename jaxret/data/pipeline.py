@@ -27,6 +27,7 @@ import numpy as np
 from jaxret import errors
 from jaxret.data import images as images_lib
 from jaxret.data import options as options_lib
+from jaxret.data import videos as videos_lib
 from jaxret.data import wds
 
 # Private batch keys, removed (in order, after prefetching) by `train_iterator`.
@@ -84,14 +85,18 @@ class PairBatches:
     self.cropper = Cropper(data_config, seed)
     self.bad_records = records.bad_records
     # Generated data has no bad records and is used at its own size when not cropped.
+    # Decoded clips come resized and centre-cropped (no random crops for video).
+    self.clips = isinstance(records.images, videos_lib.EncodedClips)
     self.decodes = isinstance(records.images, images_lib.EncodedImages)
-    self.crops = self.decodes or self.options.train_crop != 'none'
+    self.crops = self.clips or self.decodes or self.options.train_crop != 'none'
 
   def __len__(self):
     return len(self.image_index)
 
   def _image(self, row, position, epoch):
-    """uint8 crop of image `row`, or None when it is bad."""
+    """uint8 crop of image `row` (or its clip), or None when it is bad."""
+    if self.clips:
+      return self.records.images.open(row, epoch)
     if self.decodes:
       image = self.records.images.open(row, self.cropper.min_size, epoch)
     else:
@@ -136,11 +141,20 @@ class StreamBatches:
     self.tokenizer = tokenizer
     self.data_config = data_config
     self.cropper = Cropper(data_config, seed)
+    self.options = options_lib.resolve(data_config)
+    self.num_frames = self.options.num_frames
     self.num_threads = max(int(data_config.num_threads), 1)
     self._pool = None
 
   def _image(self, sample):
     epoch = sample['epoch']
+    if self.num_frames:  # A video member: a clip, resized and centre-cropped.
+      try:
+        return videos_lib.decode_clip(sample['image'], self.num_frames, self.data_config.image_size,
+                                      self.options.short_clip)
+      except videos_lib.BadVideo as e:
+        self.stream.bad_records.report(e.kind, sample['name'], str(e), epoch)
+        return None
     try:
       image = images_lib.open_image(sample['image'], self.cropper.min_size)
     except images_lib.BadImage as e:
@@ -232,10 +246,12 @@ def _close(iterator_ref):
 
 
 def example_batch(data_config, text_len):
-  """Zeros shaped like one training example (for shape inference and init)."""
+  """Zeros shaped like one training example (for shape inference and init): an image
+  (1, H, W, 3), or a clip (1, T, H, W, 3) when `data.num_frames` is T > 0."""
   size = data_config.image_size
+  frames = options_lib.resolve(data_config).num_frames
   return {
-      'image': np.zeros((1, size, size, 3), np.float32),
+      'image': np.zeros((1,) + ((frames,) if frames else ()) + (size, size, 3), np.float32),
       'text': np.zeros((1, text_len), np.int32),
       'text_mask': np.ones((1, text_len), np.int32),
       'image_id': np.zeros((1,), np.int32),

@@ -11,7 +11,7 @@ class Records:
   """Images with their captions, keyed by image id.
 
   Attributes:
-    images: (N, H, W, 3) uint8.
+    images: (N, H, W, 3) uint8, or (N, T, H, W, 3) clips of T frames (video sources).
     image_ids: (N,) unique ids (ints or strings); Recall@K is computed on these.
     captions: N lists of captions, one list per image.
     bad_records: the split's `bad_records.BadRecords` (what was dropped while

@@ -1,6 +1,7 @@
 """Data sources by name (`config.data.source`); each returns a split's `Records`.
 
-builtin: the generated dataset (the default). tfds: `tfds.data_source` over
+builtin: the generated dataset (the default); builtin_video: generated clips.
+msrvtt, vatex: a caption JSON and a folder of .mp4 files (`video_sources.py`). tfds: `tfds.data_source` over
 ArrayRecord files, without TensorFlow. karpathy: a Karpathy-split JSON and an
 image folder. wds: webdataset tar shards (training streams them; evaluation
 splits are read whole). Or an import path 'package.module:load_split' of a
@@ -11,8 +12,10 @@ from jaxret import registry
 from jaxret.data import karpathy
 from jaxret.data import options as options_lib
 from jaxret.data import tfds_source
+from jaxret.data import video_sources
 from jaxret.data import wds
 from jaxret.data.builtin import dataset
+from jaxret.data.builtin import video
 
 SOURCES = options_lib.SOURCES
 
@@ -27,6 +30,10 @@ def load_split(data_config, split):
     return registry.resolve(options.source, {}, 'data.source')(data_config, split)
   if options.source == 'builtin':
     return dataset.load_split(data_config, split)
+  if options.source == 'builtin_video':
+    return video.load_split(data_config, split)
+  if options.source in video_sources.ENTRIES:
+    return video_sources.load_split(options, split, data_config)
   args = (options, split, data_config.image_size, data_config.num_threads)
   if options.source == 'karpathy':
     return karpathy.load_split(*args)

@@ -27,6 +27,7 @@ from webdataset import tariterators
 from jaxret import errors
 from jaxret.data import bad_records as bad_records_lib
 from jaxret.data import images as images_lib
+from jaxret.data import videos as videos_lib
 from jaxret.data import records as records_lib
 from jaxret.data import split_spec
 
@@ -125,7 +126,11 @@ def load_split(options, split, image_size, num_threads=1):
       captions.append(sample['captions'])
   if not blobs:
     raise errors.UserError(f'no usable samples in split {split!r} ({options.path})')
-  images = images_lib.EncodedImages(blobs.__getitem__, names, image_size, bad, num_threads)
+  if options.num_frames:  # Video members (.mp4): clips.
+    images = videos_lib.EncodedClips(blobs.__getitem__, names, options.num_frames, image_size,
+                                     bad, options.short_clip, num_threads)
+  else:
+    images = images_lib.EncodedImages(blobs.__getitem__, names, image_size, bad, num_threads)
   return records_lib.Records(images=images, image_ids=np.asarray(ids), captions=captions,
                              bad_records=bad)
 

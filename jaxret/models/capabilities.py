@@ -78,10 +78,17 @@ class PairScorer(abc.ABC):
     """(P,) scores of P (visual tokens, caption) pairs: higher means a better match."""
 
 
+class VideoInput(abc.ABC):
+  """Takes clips (B, T, H, W, 3) wherever it takes images, when its image tower is a
+  video tower (`models/towers.image_tower`: `model.image` names a `temporal`
+  modelling); its methods are those of its other capabilities."""
+
+
 def require(model, capability, purpose):
   """Refuses (`errors.UserError`, one line) a model that does not declare `capability`,
   naming the model, the capability and `purpose`, what needed it."""
   if not isinstance(model, capability):
     methods = ', '.join(sorted(capability.__abstractmethods__))
-    raise errors.UserError(f'{purpose} needs a model that is a capabilities.{capability.__name__} '
-                           f'({methods}); model {type(model).__name__} is not')
+    raise errors.UserError(f'{purpose} needs a model that is a capabilities.{capability.__name__}'
+                           f'{f" ({methods})" if methods else ""}; model {type(model).__name__} '
+                           'is not')

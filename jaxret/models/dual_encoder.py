@@ -10,7 +10,7 @@ from jaxret.models import towers
 MAX_LOGIT_SCALE = 100.0
 
 
-class DualEncoder(nn.Module, capabilities.PooledEncoder):
+class DualEncoder(nn.Module, capabilities.PooledEncoder, capabilities.VideoInput):
   """Image and text towers with linear projections and a learnable logit scale.
 
   The logit scale is stored as its log, initialised to log(logit_scale_init)

@@ -21,7 +21,7 @@ from jaxret.models import towers
 
 
 class LateInteractionDualEncoder(nn.Module, capabilities.PooledEncoder,
-                                 capabilities.TokenEncoder):
+                                 capabilities.TokenEncoder, capabilities.VideoInput):
   """Image and text towers with per-token projections and a learnable logit scale
   (initialised to 1/0.07, clamped at 100, as in the dual encoder)."""
   vocab_size: int

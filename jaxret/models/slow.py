@@ -13,16 +13,17 @@ from jaxret.losses import caption
 from jaxret.models import capabilities
 from jaxret.models import decoder as decoder_lib
 from jaxret.models import pyramid as pyramid_lib
+from jaxret.models import towers
 from jaxret.models import variants
-from jaxret.models import vit
 
 
-class SlowCaptioner(nn.Module, capabilities.PairScorer):
+class SlowCaptioner(nn.Module, capabilities.PairScorer, capabilities.VideoInput):
   """Methods: `visual_tokens(images)` and `score(visual, tokens, mask)` (h per pair: the
   `capabilities.PairScorer` of re-ranking and distillation), `log_likelihoods(visual,
   tokens, mask)` and `__call__(images, tokens, mask)`.
 
-  `image`: the ViT's settings (`models/vit.py`); `decoder`: `variant` and optionally
+  `image`: the ViT's settings (`models/vit.py`), or a video tower's (`models/video.py`,
+  whose space-time tokens the decoders cross-attend to: use `pyramid='coarse'`); `decoder`: `variant` and optionally
   the size settings that override it (`depth`, `width`, `num_heads`, `mlp_dim`).
   """
   vocab_size: int
@@ -35,8 +36,8 @@ class SlowCaptioner(nn.Module, capabilities.PairScorer):
   scan_layers: bool = False
 
   def setup(self):
-    self.image_encoder = vit.ViT(**self.image, remat_policy=self.remat_policy,
-                                 scan=self.scan_layers, dtype=self.dtype)
+    self.image_encoder = towers.image_tower(self.image, remat_policy=self.remat_policy,
+                                            scan=self.scan_layers, dtype=self.dtype)
     image_size = self.image_encoder.sizes()
     self.feature_pyramid = pyramid_lib.FeaturePyramid(
         self.pyramid, image_size['patch_size'],
@@ -54,7 +55,8 @@ class SlowCaptioner(nn.Module, capabilities.PairScorer):
     self.output = nn.Dense(self.vocab_size, dtype=self.dtype)
 
   def visual_tokens(self, images):
-    """(B, H, W, 3) -> (B, tokens, width): what the decoders cross-attend to."""
+    """(B, H, W, 3) images or (B, T, H, W, 3) clips -> (B, tokens, width): what the
+    decoders cross-attend to."""
     _, vit_out = self.image_encoder(images)
     return self.visual_projection(self.feature_pyramid(images, vit_out))
 

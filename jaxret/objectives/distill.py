@@ -13,6 +13,7 @@ from jax import lax
 
 from jaxret import errors
 from jaxret.config import workdir as workdir_config
+from jaxret.data import pipeline
 from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.inference import restore as restore_lib
 from jaxret.losses import clip
@@ -53,9 +54,9 @@ class DistillObjective(base.Objective):
 
   def init_extra(self, params):
     del params
-    data = self.teacher_config.data
-    image = jnp.zeros((1, data.image_size, data.image_size, 3))
-    tokens = jnp.ones((1, data.text_len), jnp.int32)
+    example = pipeline.example_batch(self.teacher_config.data, self.teacher_config.data.text_len)
+    image = jnp.asarray(example['image'])  # An image, or a clip for a video teacher.
+    tokens = jnp.asarray(example['text'])
     shapes = jax.eval_shape(self.teacher_model.init, jax.random.PRNGKey(0), image, tokens, tokens)
     return {'teacher': jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['params'])}
 

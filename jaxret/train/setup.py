@@ -8,10 +8,12 @@ from jaxret import errors
 from jaxret import models
 from jaxret import objectives
 from jaxret import registry
+from jaxret.data import options as data_options
 from jaxret.data import pipeline
 from jaxret.inference import checkpoints as checkpoints_lib
 from jaxret.inference import restore as restore_lib
-from jaxret.models import vit
+from jaxret.models import capabilities
+from jaxret.models import towers
 from jaxret.models.load import pretrained
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
@@ -30,9 +32,12 @@ def check_config(config):
                            f'known: {", ".join(guards.POLICIES)}')
   image = config.model.image
   try:
-    patch = vit.ViT(**image).sizes()['patch_size']
+    patch = towers.image_tower(image).sizes()['patch_size']
   except (TypeError, ValueError) as e:
     raise errors.UserError(f'model.image does not describe a ViT: {e}') from e
+  if data_options.resolve(config.data).num_frames and 'temporal' not in image:
+    raise errors.UserError('video data (data.num_frames > 0) needs a video tower: '
+                           "model.image.temporal='mean' or 'transformer'")
   if config.data.image_size % patch:
     raise errors.UserError(
         f'data.image_size={config.data.image_size} is not divisible by the patch size '
@@ -49,6 +54,8 @@ class Trainable:
     self.config = config
     self.mesh = mesh
     self.model = restore_lib.build_model(config, tokenizer)
+    if data_options.resolve(config.data).num_frames:
+      capabilities.require(self.model, capabilities.VideoInput, 'video data (data.num_frames > 0)')
     self.objective = objectives.build(config.loss, self.model, mesh, tokenizer)
     self.optimizer, self.learning_rate = optimizer_lib.build(config)
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))

@@ -15,7 +15,7 @@ state are then re-created from the loaded parameters.
 import jax
 import numpy as np
 
-from jaxret.models import vit
+from jaxret.models import towers
 from jaxret.models.load import checkpoint
 from jaxret.models.load import hf
 from jaxret.models.load import local_models
@@ -31,7 +31,7 @@ def requested(config):
 def _image_has_cls(config):
   """Whether the image tower's position embedding covers the CLS token, as the ViT
   built from `config.model.image` (with its defaults) has it."""
-  return vit.ViT(**config.model.image).cls_posemb
+  return towers.image_tower(config.model.image).cls_posemb
 
 
 def convert(config):
