@@ -225,3 +225,166 @@ def test_items_added_and_deleted_keep_their_patch_tokens(filip):
   service.delete_items([900001])
   assert json.loads((workdir / 'tokens' / 'manifest.json').read_text())['num_items'] == 64
   assert 900001 not in service.search([text], 64)['results'][0]['ids']
+
+
+def test_web_page_overlays_a_hits_heatmaps_on_click(filip, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  _, url, _, _, arrays, _ = filip
+  options = webdriver.ChromeOptions()
+  options.binary_location = shutil.which('chromium') or shutil.which('chromium-browser')
+  for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+               '--disable-background-networking', '--disable-component-update',
+               '--disable-sync', '--no-first-run', f'--user-data-dir={tmp_path / "profile"}'):
+    options.add_argument(flag)
+  browser = webdriver.Chrome(options=options,
+                             service=Service(executable_path=shutil.which('chromedriver')))
+  try:
+    browser.get(url)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: 'images' in b.find_element(By.ID, 'about').text)
+    text = str(arrays['texts'][7])
+    browser.find_element(By.ID, 'query').send_keys(text + '\n')
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, 'figure.hit')) == 10)
+    hit = browser.find_elements(By.CSS_SELECTOR, 'figure.hit')[1]
+    hit_id = hit.find_element(By.TAG_NAME, 'img').get_attribute('alt').split()[-1]
+    hit.click()
+    canvases = 'section[data-scorer="filip"] figure.heatmap canvas'
+    words = ['[CLS]', *text.split(), '[SEP]']
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, canvases)) == len(words))
+    captions = browser.find_elements(By.CSS_SELECTOR, '#explain figure.heatmap figcaption')
+    assert [c.text for c in captions] == words
+    assert f'image {hit_id}' in browser.find_element(By.CSS_SELECTOR, '#explain h3').text
+    # Each word's best patch is the reddest: full overlay over the thumbnail's pixels.
+    _, body = _get(url, '/explain', q=text, id=hit_id)
+    best = body['scorers']['filip']['best_patch'][1]
+    red = browser.execute_script('''
+        const canvas = arguments[0], cell = canvas.width / 8;
+        const x = (arguments[1] % 8 + 0.5) * cell, y = (Math.floor(arguments[1] / 8) + 0.5) * cell;
+        const low = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        const pixel = canvas.getContext('2d').getImageData(x, y, 1, 1).data;
+        return [pixel[0], pixel[1], pixel[2], low.length];''',
+                                 browser.find_elements(By.CSS_SELECTOR, canvases)[1], best)
+    assert red[3] == 96 * 96 * 4
+    assert red[0] >= 0.7 * 255 and red[0] > red[1] and red[0] > red[2], red
+  finally:
+    browser.quit()
+
+
+# The slow models' maps, on tiny untrained models (no workdir needed).
+
+SLOW_TEXTS = ['a red circle', 'a big blue square on the left']
+
+
+def _slow_model(kind):
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from jaxret.data import tokenizer as tokenizer_lib
+  from jaxret.models import albef
+  from jaxret.models import slow
+  tokenizer = tokenizer_lib.build_word_level(SLOW_TEXTS, max_len=10)
+  if kind == 'caption':
+    model = slow.SlowCaptioner(vocab_size=tokenizer.vocab_size, text_len=10,
+                               image={'variant': 'mu/8'}, decoder={'variant': 'mu', 'depth': 2})
+  else:
+    model = albef.Albef(vocab_size=tokenizer.vocab_size, text_len=10, image={'variant': 'mu/8'},
+                        text={'variant': 'mu', 'depth': 1},
+                        fusion={'variant': 'mu', 'depth': 2}, embed_dim=16)
+  images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  tokens, mask = tokenizer.encode(SLOW_TEXTS)
+  params = model.init(jax.random.PRNGKey(0), images, tokens, mask)['params']
+  visual = np.asarray(model.apply({'params': params}, images, method=model.visual_tokens))
+  return model, params, tokenizer, visual, tokens, mask
+
+
+def test_captioner_cross_attention_maps_are_the_attention_it_scores_with():
+  # pylint: disable=import-outside-toplevel
+  from jaxret.rerank import attention_maps
+  model, params, _, visual, tokens, mask = _slow_model('caption')
+  positions, maps = attention_maps.captioner_cross_attention(model, params, visual[1], tokens[1],
+                                                             mask[1])
+  real = int(mask[1].sum())
+  assert positions == list(range(1, real)) and maps.shape == (real - 1, visual.shape[1])
+  np.testing.assert_allclose(maps.sum(axis=1), 1, atol=1e-5)  # Softmax rows, averaged.
+  # The recorded path (explicit weights, then values) scores exactly as the fused one.
+  fused = model.apply({'params': params}, visual[1:], tokens[1:], mask[1:], method=model.score)
+  recorded, _ = model.apply({'params': params}, visual[1:], tokens[1:], mask[1:],
+                            method=model.score, mutable=['intermediates'])
+  np.testing.assert_allclose(recorded, fused, rtol=1e-5, atol=1e-5)
+
+
+def test_albef_grad_cam_is_relu_gradient_times_attention():
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from jaxret.rerank import attention_maps
+  model, params, _, visual, tokens, mask = _slow_model('albef')
+  positions, cam = attention_maps.albef_grad_cam(model, params, visual[1], tokens[1], mask[1], 1)
+  real = int(mask[1].sum())
+  assert positions == list(range(real)) and cam.shape == (real, visual.shape[1])
+  # Independently: the gradient by central finite differences of a perturbation of the
+  # attention weights, and the weights themselves, for a few (word, visual token) cells.
+  inputs = (visual[1:], tokens[1:], mask[1:])
+  _, state = model.apply({'params': params}, *inputs, method=model.score,
+                         mutable=['perturbations', 'intermediates'])
+  zero = state['perturbations']
+  weights = np.asarray(state['intermediates']['fusion_encoder']['block01']['cross_attention']
+                       ['weights'][0])[0]  # (heads, L, T)
+
+  def score_with(head, word, token, eps):
+    bumped = jax.tree_util.tree_map(np.array, zero)
+    cell = bumped['fusion_encoder']['block01']['cross_attention']['attention_weights']
+    cell[0, head, word, token] += eps
+    return float(model.apply({'params': params, 'perturbations': bumped}, *inputs,
+                             method=model.score)[0])
+
+  eps = 1e-2
+  for word, token in [(0, 0), (1, 5), (real - 1, 16)]:
+    grads = np.array([(score_with(h, word, token, eps) - score_with(h, word, token, -eps))
+                      / (2 * eps) for h in range(weights.shape[0])])
+    expected = np.mean(np.maximum(grads, 0) * weights[:, word, token])
+    assert cam[word, token] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize('kind, name', [('caption', 'cross_attention'), ('albef', 'grad_cam')])
+def test_service_explains_with_the_slow_model(kind, name):
+  # pylint: disable=import-outside-toplevel
+  import ml_collections
+  from jaxret.index import store
+  from jaxret.rerank import reranker as reranker_lib
+  from jaxret.rerank import scorer as scorer_lib
+  from jaxret.serve import explain as explain_lib
+  from jaxret.serve import service as service_lib
+  model, params, tokenizer, visual, _, _ = _slow_model(kind)
+  scorer = scorer_lib.SlowScorer(model, params, ml_collections.ConfigDict(
+      {'image_mean': (0.5,) * 3, 'image_std': (0.5,) * 3}), candidate_buckets=(2,),
+                                 length_buckets=(10,))
+  reranker = reranker_lib.FastSlowReranker(scorer, tokenizer, ['a', 'b'], visual,
+                                           num_candidates=2, beta=0.0)
+  explainers = explain_lib.for_service(None, reranker)
+  assert [e.name for e in explainers] == [name]
+  vectors = np.eye(2, 4, dtype=np.float32)
+  index_dir = f'/tmp/jaxret-test-explain-{kind}-{id(model)}'
+  store.build(vectors, np.array(['a', 'b']), step=1, out_dir=index_dir,
+              index_config=ml_collections.ConfigDict(dict(
+                  method='brute_force', brute_force_below=10, num_leaves=0,
+                  num_leaves_to_search=0, reorder=0, dims_per_block=2,
+                  anisotropic_threshold=0.2)))
+  service = service_lib.SearchService(store.load(index_dir), None, model_step=1,
+                                      reranker=reranker, explainers=explainers)
+  try:
+    body = service.explain(SLOW_TEXTS[1], 'b')
+    shutil.rmtree(index_dir)
+    found = body['scorers'][name]
+    words = ['[CLS]', *SLOW_TEXTS[1].split(), '[SEP]']
+    assert found['words'] == (words[1:] if kind == 'caption' else words)
+    assert found['grid'] == ([8, 8] if kind == 'caption' else [4, 4])
+    assert np.asarray(found['heatmaps']).shape == (len(found['words']), found['grid'][0] ** 2)
+    assert found['score'] == pytest.approx(float(reranker.slow_scores(
+        *tokenizer.encode([SLOW_TEXTS[1]]), [['b']])[0, 0]), abs=1e-5)
+    with pytest.raises(errors.UserError, match='not in the gallery'):
+      service.explain(SLOW_TEXTS[1], 'c')
+  finally:
+    service.close()

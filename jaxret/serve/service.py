@@ -178,7 +178,8 @@ class SearchService:
     encoder_lib.check_text(query, self.options.max_query_chars)
     if not self.explainers:
       raise errors.UserError('this workdir has no scorer that explains results (a '
-                             'late-interaction model with index.token_dtype set)')
+                             'late-interaction model with index.token_dtype set, or a slow '
+                             'captioner or ALBEF as rerank.slow_workdir)')
     image_id = self.index.check_ids([image_id])[0]
     if image_id not in self.index:
       raise errors.UserError(f'image id {image_id!r} is not in the gallery')
@@ -315,8 +316,9 @@ def from_workdir(config, workdir, options=Options()):
                                 os.path.join(workdir, 'gallery', 'added'))
   image_encoder = encoder_lib.ImageEncoder(restored.model, restored.params, config.data)
   tokenwise = tokenwise_lib.for_workdir(config, workdir, restored, step)
-  explainers = [] if tokenwise is None else [explain_lib.FilipExplainer(tokenwise)]
+  reranker = rerank_lib.for_workdir(config, workdir)
+  explainers = explain_lib.for_service(tokenwise, reranker)
   return SearchService(index, text_encoder, model_step=restored.step, gallery=gallery,
-                       image_encoder=image_encoder, reranker=rerank_lib.for_workdir(config, workdir),
+                       image_encoder=image_encoder, reranker=reranker,
                        options=options, warmup_seconds=warmup_seconds, tokenwise=tokenwise,
                        explainers=explainers)
