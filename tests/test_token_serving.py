@@ -295,24 +295,28 @@ def _slow_model(kind):
                         fusion={'variant': 'mu', 'depth': 2}, embed_dim=16)
   images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
   tokens, mask = tokenizer.encode(SLOW_TEXTS)
-  params = model.init(jax.random.PRNGKey(0), images, tokens, mask)['params']
-  visual = np.asarray(model.apply({'params': params}, images, method=model.visual_tokens))
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), images, tokens, mask)['params']
+  visual = np.asarray(jax.jit(lambda p, x: model.apply({'params': p}, x,
+                                                       method=model.visual_tokens))(params, images))
   return model, params, tokenizer, visual, tokens, mask
 
 
 def test_captioner_cross_attention_maps_are_the_attention_it_scores_with():
   # pylint: disable=import-outside-toplevel
+  import jax
   from jaxret.rerank import attention_maps
   model, params, _, visual, tokens, mask = _slow_model('caption')
-  positions, maps = attention_maps.captioner_cross_attention(model, params, visual[1], tokens[1],
-                                                             mask[1])
+  positions, maps = attention_maps.WordMaps(model).captioner_cross_attention(
+      params, visual[1], tokens[1], mask[1])
   real = int(mask[1].sum())
   assert positions == list(range(1, real)) and maps.shape == (real - 1, visual.shape[1])
   np.testing.assert_allclose(maps.sum(axis=1), 1, atol=1e-5)  # Softmax rows, averaged.
   # The recorded path (explicit weights, then values) scores exactly as the fused one.
-  fused = model.apply({'params': params}, visual[1:], tokens[1:], mask[1:], method=model.score)
-  recorded, _ = model.apply({'params': params}, visual[1:], tokens[1:], mask[1:],
-                            method=model.score, mutable=['intermediates'])
+  fused = jax.jit(lambda *inputs: model.apply({'params': params}, *inputs,
+                                              method=model.score))(visual, tokens, mask)
+  recorded, _ = jax.jit(lambda *inputs: model.apply(
+      {'params': params}, *inputs, method=model.score, mutable=['intermediates']))(
+          visual, tokens, mask)
   np.testing.assert_allclose(recorded, fused, rtol=1e-5, atol=1e-5)
 
 
@@ -321,24 +325,28 @@ def test_albef_grad_cam_is_relu_gradient_times_attention():
   import jax
   from jaxret.rerank import attention_maps
   model, params, _, visual, tokens, mask = _slow_model('albef')
-  positions, cam = attention_maps.albef_grad_cam(model, params, visual[1], tokens[1], mask[1], 1)
+  positions, cam = attention_maps.WordMaps(model).albef_grad_cam(params, visual[1], tokens[1],
+                                                                 mask[1], 1)
   real = int(mask[1].sum())
   assert positions == list(range(real)) and cam.shape == (real, visual.shape[1])
   # Independently: the gradient by central finite differences of a perturbation of the
   # attention weights, and the weights themselves, for a few (word, visual token) cells.
   inputs = (visual[1:], tokens[1:], mask[1:])
-  _, state = model.apply({'params': params}, *inputs, method=model.score,
-                         mutable=['perturbations', 'intermediates'])
+  _, state = jax.jit(lambda *inputs: model.apply(
+      {'params': params}, *inputs, method=model.score,
+      mutable=['perturbations', 'intermediates']))(*inputs)
   zero = state['perturbations']
   weights = np.asarray(state['intermediates']['fusion_encoder']['block01']['cross_attention']
                        ['weights'][0])[0]  # (heads, L, T)
+
+  perturbed_score = jax.jit(lambda bumped: model.apply(
+      {'params': params, 'perturbations': bumped}, *inputs, method=model.score)[0])
 
   def score_with(head, word, token, eps):
     bumped = jax.tree_util.tree_map(np.array, zero)
     cell = bumped['fusion_encoder']['block01']['cross_attention']['attention_weights']
     cell[0, head, word, token] += eps
-    return float(model.apply({'params': params, 'perturbations': bumped}, *inputs,
-                             method=model.score)[0])
+    return float(perturbed_score(bumped))
 
   eps = 1e-2
   for word, token in [(0, 0), (1, 5), (real - 1, 16)]:
@@ -349,7 +357,7 @@ def test_albef_grad_cam_is_relu_gradient_times_attention():
 
 
 @pytest.mark.parametrize('kind, name', [('caption', 'cross_attention'), ('albef', 'grad_cam')])
-def test_service_explains_with_the_slow_model(kind, name):
+def test_service_explains_with_the_slow_model(kind, name, tmp_path):
   # pylint: disable=import-outside-toplevel
   import ml_collections
   from jaxret.index import store
@@ -366,7 +374,7 @@ def test_service_explains_with_the_slow_model(kind, name):
   explainers = explain_lib.for_service(None, reranker)
   assert [e.name for e in explainers] == [name]
   vectors = np.eye(2, 4, dtype=np.float32)
-  index_dir = f'/tmp/jaxret-test-explain-{kind}-{id(model)}'
+  index_dir = str(tmp_path / 'index')
   store.build(vectors, np.array(['a', 'b']), step=1, out_dir=index_dir,
               index_config=ml_collections.ConfigDict(dict(
                   method='brute_force', brute_force_below=10, num_leaves=0,
@@ -376,7 +384,6 @@ def test_service_explains_with_the_slow_model(kind, name):
                                       reranker=reranker, explainers=explainers)
   try:
     body = service.explain(SLOW_TEXTS[1], 'b')
-    shutil.rmtree(index_dir)
     found = body['scorers'][name]
     words = ['[CLS]', *SLOW_TEXTS[1].split(), '[SEP]']
     assert found['words'] == (words[1:] if kind == 'caption' else words)

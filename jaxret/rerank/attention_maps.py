@@ -29,39 +29,67 @@ def _cross_attention(tree, module, leaf):
     names = [str(getattr(key, 'key', getattr(key, 'idx', key))) for key in path]
     if module in names and 'cross_attention' in names and leaf in names:
       found.append(('/'.join(names), value))
-  return [np.asarray(value) for _, value in sorted(found, key=lambda item: item[0])]
+  return [value for _, value in sorted(found, key=lambda item: item[0])]
 
 
-def captioner_cross_attention(model, params, visual, tokens, mask):
-  """(positions of the predicted words in `tokens`, (words, T) attention maps)."""
-  real = int(np.sum(mask > 0))
-  _, state = model.apply({'params': params}, jnp.asarray(visual, jnp.float32)[None],
-                         jnp.asarray(tokens)[None], jnp.asarray(mask)[None],
-                         method=model.next_token_logits, mutable=['intermediates'])
-  blocks = _cross_attention(state['intermediates'], 'forward_decoder', 'weights')
-  # (blocks, 1, heads, L-1, T): position t reads token t and predicts token t + 1.
-  maps = np.mean(np.stack(blocks), axis=(0, 1, 2))
-  return list(range(1, real)), maps[:real - 1]
+class WordMaps:
+  """A slow model's per-word maps, jit-compiled once per caption length:
+  `WordMaps(model)(params, visual (T, C), tokens (L,), mask (L,))` ->
+  (kind, (positions of the words in `tokens`, (words, T) maps)), `kind` being
+  'cross_attention' (the captioner) or 'grad_cam' (ALBEF, on its middle fusion
+  block, as the paper uses its third of six)."""
 
+  def __init__(self, model):
+    if not supported(model):
+      raise ValueError(f'{type(model).__name__} has no word maps')
+    self.model = model
+    self.kind = 'cross_attention' if is_captioner(model) else 'grad_cam'
+    self._recorded = jax.jit(self._recorded_attention)
+    self._grad = jax.jit(self._attention_and_gradient, static_argnums=4)
 
-def albef_grad_cam(model, params, visual, tokens, mask, block):
-  """(positions of the real tokens, (tokens, T) Grad-CAM maps) on fusion block `block`."""
-  real = int(np.sum(mask > 0))
-  inputs = (jnp.asarray(visual, jnp.float32)[None], jnp.asarray(tokens)[None],
-            jnp.asarray(mask)[None])
-  _, state = model.apply({'params': params}, *inputs, method=model.score,
-                         mutable=['perturbations', 'intermediates'])
-  perturbations = state['perturbations']
-  name = f'block{block:02d}'
+  def _recorded_attention(self, params, visual, tokens, mask):
+    """The forward decoder's cross-attention weights, by block, while scoring."""
+    model = self.model
+    _, state = model.apply({'params': params}, visual, tokens, mask,
+                           method=model.next_token_logits, mutable=['intermediates'])
+    return _cross_attention(state['intermediates'], 'forward_decoder', 'weights')
 
-  def score(perturbations):
-    return model.apply({'params': params, 'perturbations': perturbations}, *inputs,
-                       method=model.score)[0]
+  def _attention_and_gradient(self, params, visual, tokens, mask, block):
+    """Fusion block `block`'s cross-attention weights and the ITM score's gradient."""
+    model, name = self.model, f'block{block:02d}'
+    _, state = model.apply({'params': params}, visual, tokens, mask, method=model.score,
+                           mutable=['perturbations', 'intermediates'])
 
-  grad = _cross_attention(jax.grad(score)(perturbations), name, 'attention_weights')[0]
-  weights = _cross_attention(state['intermediates'], name, 'weights')[0]
-  cam = np.mean(np.maximum(grad, 0) * weights, axis=1)[0]  # (L, T), mean over heads.
-  return list(range(real)), cam[:real]
+    def score(perturbations):
+      return model.apply({'params': params, 'perturbations': perturbations}, visual, tokens,
+                         mask, method=model.score)[0]
+
+    grad = jax.grad(score)(state['perturbations'])
+    return (_cross_attention(state['intermediates'], name, 'weights')[0],
+            _cross_attention(grad, name, 'attention_weights')[0])
+
+  def captioner_cross_attention(self, params, visual, tokens, mask):
+    """(positions of the predicted words in `tokens`, (words, T) attention maps)."""
+    real = int(np.sum(mask > 0))
+    blocks = self._recorded(params, jnp.asarray(visual, jnp.float32)[None],
+                            jnp.asarray(tokens)[None], jnp.asarray(mask)[None])
+    # (blocks, 1, heads, L-1, T): position t reads token t and predicts token t + 1.
+    maps = np.mean(np.stack([np.asarray(b) for b in blocks]), axis=(0, 1, 2))
+    return list(range(1, real)), maps[:real - 1]
+
+  def albef_grad_cam(self, params, visual, tokens, mask, block):
+    """(positions of the real tokens, (tokens, T) Grad-CAM maps) on fusion block `block`."""
+    real = int(np.sum(mask > 0))
+    weights, grad = self._grad(params, jnp.asarray(visual, jnp.float32)[None],
+                               jnp.asarray(tokens)[None], jnp.asarray(mask)[None], block)
+    cam = np.mean(np.maximum(np.asarray(grad), 0) * np.asarray(weights), axis=1)[0]
+    return list(range(real)), cam[:real]  # Mean over heads: (L, T).
+
+  def __call__(self, params, visual, tokens, mask):
+    if self.kind == 'cross_attention':
+      return self.kind, self.captioner_cross_attention(params, visual, tokens, mask)
+    depth = len([name for name in params['fusion_encoder'] if name.startswith('block')])
+    return self.kind, self.albef_grad_cam(params, visual, tokens, mask, depth // 2)
 
 
 def is_captioner(model):
@@ -71,12 +99,3 @@ def is_captioner(model):
 def supported(model):
   """Whether the slow model has one of the maps above."""
   return isinstance(model, (slow_lib.SlowCaptioner, albef_lib.Albef))
-
-
-def word_maps(model, params, visual, tokens, mask):
-  """The model's maps: the captioner's cross-attention or ALBEF's Grad-CAM (on its middle
-  fusion block, as the paper uses its third of six)."""
-  if isinstance(model, slow_lib.SlowCaptioner):
-    return 'cross_attention', captioner_cross_attention(model, params, visual, tokens, mask)
-  depth = len([name for name in params['fusion_encoder'] if name.startswith('block')])
-  return 'grad_cam', albef_grad_cam(model, params, visual, tokens, mask, depth // 2)

@@ -75,8 +75,8 @@ class SlowModelExplainer(Explainer):
 
   def __init__(self, fast_slow_reranker):
     self.reranker = fast_slow_reranker
-    model = fast_slow_reranker.scorer.model
-    self.name = 'cross_attention' if attention_maps.is_captioner(model) else 'grad_cam'
+    self.word_maps = attention_maps.WordMaps(fast_slow_reranker.scorer.model)
+    self.name = self.word_maps.kind
     self.about = self.about_by_kind[self.name]
 
   def __call__(self, query, image_id):
@@ -86,8 +86,7 @@ class SlowModelExplainer(Explainer):
                              'them with --mode=index')
     visual = np.asarray(self.reranker.visual[self.reranker.row_of[image_id]], np.float32)
     tokens, mask = tokenizer.encode([query])
-    _, (positions, maps) = attention_maps.word_maps(scorer.model, scorer.params, visual,
-                                                    tokens[0], mask[0])
+    _, (positions, maps) = self.word_maps(scorer.params, visual, tokens[0], mask[0])
     side = math.isqrt(maps.shape[1])
     if side * side != maps.shape[1]:  # A [CLS] token first (ALBEF's ViT): not a place.
       maps = maps[:, 1:]
