@@ -118,6 +118,13 @@ def get_config(arg=None):
   config.index.reorder = 0
   config.index.dims_per_block = 2
   config.index.anisotropic_threshold = 0.2
+  # A late-interaction model's (configs/filip.py) patch tokens of the gallery,
+  # stored by --mode=index for token-wise serving: '' (none), float32, bfloat16
+  # or int8 (one float32 scale per token); the pooled index's shortlist that
+  # the token-wise score re-ranks, and the shapes that scorer compiles for.
+  config.index.token_dtype = ''
+  config.index.token_shortlist = 100
+  config.index.token_candidate_buckets = (25, 100)
 
   # Re-ranking the fast top K by a slow model (Thinking Fast and Slow:
   # configs/caption.py, configs/distill.py). `slow_workdir`: the slow model's

@@ -60,4 +60,7 @@ def get_config(arg=None):
       'keep_fraction': 0.5 if runlocal else 1.0,
       'selection_group': 4 if runlocal else 1,
   })
+  # Served as trained (jaxret/rerank/tokenwise.py): the gallery's patch tokens in
+  # bfloat16, the pooled index's top 100 re-ranked token-wise.
+  config.index.token_dtype = 'bfloat16'
   return config

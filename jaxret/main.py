@@ -109,6 +109,10 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
     manifest = index_lib.build_index(config, workdir)
     print(f'indexed {manifest["num_items"]} images ({manifest["build_params"]["method"]}, '
           f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
+    if 'tokens' in manifest:
+      tokens = manifest['tokens']
+      print(f'stored {tokens["num_items"]} images\' patch tokens ({tokens["dtype"]}, '
+            f'{tokens["bytes"] / 2**20:.2f} MiB) in {workdir}/tokens')
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
   if mode == 'serve':

@@ -1,4 +1,6 @@
-"""`--mode=index`: a ScaNN index of the exported image embeddings under `DIR/index/`."""
+"""`--mode=index`: a ScaNN index of the exported image embeddings under `DIR/index/`;
+with `index.token_dtype` set, a late-interaction model's patch tokens of the gallery
+under `DIR/tokens/` (`index/token_store.py`)."""
 
 import os
 
@@ -6,8 +8,11 @@ import numpy as np
 
 from jaxret import errors
 from jaxret.data import sources
+from jaxret.evaluate import embed
 from jaxret.export import embeddings
 from jaxret.index import store
+from jaxret.index import token_store
+from jaxret.inference import restore as restore_lib
 from jaxret.rerank import reranker
 from jaxret.rerank import visual_store
 
@@ -28,15 +33,33 @@ def build_index(config, workdir):
                          out_dir=store.directory(workdir), split=split, probe=probe)
   if config.rerank.slow_workdir:
     manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
+  if config.index.token_dtype:
+    manifest['tokens'] = build_token_store(config, workdir, image_ids, split, int(step))
   return manifest
+
+
+def _gallery_images(config, image_ids, split):
+  records = sources.load_split(config.data, split)
+  row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}
+  rows = [row_of[image_id] for image_id in image_ids.tolist()]
+  return records.images[rows] if rows else records.images[:0]
+
+
+def build_token_store(config, workdir, image_ids, split, step):
+  """The gallery's patch tokens by the checkpoint that made the index, in
+  `index.token_dtype` (`DIR/tokens/`); returns its manifest (with its size in bytes)."""
+  token_store.check_dtype(config.index.token_dtype)
+  restored = restore_lib.restore(config, workdir, step)
+  embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data,
+                            per_token=True)
+  tokens = embedder.images(restored.params, _gallery_images(config, image_ids, split))
+  return token_store.save(token_store.directory(workdir), image_ids, tokens,
+                          dtype=config.index.token_dtype, model_step=step)
 
 
 def build_slow_store(config, workdir, image_ids, split):
   """The slow model's visual tokens of the gallery, stored for re-ranking (`DIR/rerank/`)."""
   scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank)
-  records = sources.load_split(config.data, split)
-  row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}
-  rows = [row_of[image_id] for image_id in image_ids.tolist()]
-  visual = scorer.visual_tokens(records.images[rows] if rows else records.images[:0])
+  visual = scorer.visual_tokens(_gallery_images(config, image_ids, split))
   return visual_store.save(visual_store.directory(workdir), image_ids, visual,
                            slow_workdir=config.rerank.slow_workdir, slow_step=step)

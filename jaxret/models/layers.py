@@ -56,6 +56,11 @@ class Attention(nn.Module):
   in float32 only noise, which Adam would amplify into parameter drift."""
   num_heads: int
   dtype: Any = jnp.float32
+  # Cross-attention, explained (`rerank/attention_maps.py`): when the 'intermediates'
+  # collection is mutable or 'perturbations' are given, the weights (B, heads, Lq, Lkv)
+  # are sown as `weights`, after adding a zero perturbation `attention_weights` (whose
+  # gradient Grad-CAM reads); otherwise the fused attention runs unchanged.
+  expose_weights: bool = False
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, mask=None, kv_index=None):
@@ -70,7 +75,15 @@ class Attention(nn.Module):
     value = nn.DenseGeneral(shape, dtype=self.dtype, name='value')(inputs_kv)
     if kv_index is not None:
       key, value = key[kv_index], value[kv_index]
-    x = nn.dot_product_attention(query, key, value, mask=mask, dtype=self.dtype)
+    if self.expose_weights and (self.is_mutable_collection('intermediates')
+                                or self.is_mutable_collection('perturbations')
+                                or self.has_variable('perturbations', 'attention_weights')):
+      weights = nn.dot_product_attention_weights(query, key, mask=mask, dtype=self.dtype)
+      weights = self.perturb('attention_weights', weights)
+      self.sow('intermediates', 'weights', weights)
+      x = jnp.einsum('...hqk,...khd->...qhd', weights, value)
+    else:
+      x = nn.dot_product_attention(query, key, value, mask=mask, dtype=self.dtype)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(x)
 
 
@@ -115,7 +128,8 @@ class CrossAttentionBlock(_BlockSettings):
   def __call__(self, x, context, attention_mask=None, context_mask=None, context_index=None):
     """`context_index` (B,): row b attends to context[context_index[b]] (see `Attention`)."""
     attention = Attention(self.num_heads, self.dtype, name='attention')
-    cross_attention = Attention(self.num_heads, self.dtype, name='cross_attention')
+    cross_attention = Attention(self.num_heads, self.dtype, expose_weights=True,
+                                name='cross_attention')
     mlp = MlpBlock(self.mlp_dim, self.activation, self.dtype, name='mlp')
     norm1 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm1')
     cross_norm = nn.LayerNorm(epsilon=self.layer_norm_eps, name='cross_norm')

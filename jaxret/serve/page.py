@@ -2,6 +2,8 @@
 
 Plain HTML and JavaScript, no external resources. Result text is set with
 `textContent`, never parsed as HTML, so queries and ids cannot inject markup.
+A click on a hit fetches `GET /explain` and shows, for each scorer, the image
+once per word with that word's heatmap overlaid (`explainHit`).
 """
 
 PAGE = """<!doctype html>
@@ -24,6 +26,9 @@ PAGE = """<!doctype html>
   figure { margin: 0; text-align: center; }
   figure img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
   figcaption { font-size: .85rem; overflow-wrap: anywhere; }
+  figure.hit { cursor: pointer; }
+  #explain figure.heatmap { display: inline-block; margin: .3rem; }
+  #explain canvas { width: 96px; height: 96px; image-rendering: pixelated; }
 </style>
 </head>
 <body>
@@ -39,6 +44,7 @@ PAGE = """<!doctype html>
 <div id="error" role="alert"></div>
 <div id="status"></div>
 <div id="results"></div>
+<div id="explain" aria-live="polite"></div>
 <script>
 'use strict';
 const form = document.getElementById('search-form');
@@ -85,12 +91,70 @@ form.addEventListener('submit', async event => {
     if (body.slow_scores) text += ` · slow ${body.slow_scores[i].toFixed(3)}`;
     caption.textContent = text;
     figure.append(img, caption);
+    figure.addEventListener('click', () => explainHit(body.query, id, body.image_urls[i]));
     results.append(figure);
   });
   const t = body.timings_ms;
   statusLine.textContent = `${body.ids.length} results in ${t.total_ms.toFixed(1)} ms ` +
       `(encode ${t.encode_ms.toFixed(1)} ms, search ${t.search_ms.toFixed(1)} ms)`;
 });
+
+// Why this result: each scorer's per-word heatmaps (GET /explain), red where the
+// word is drawn to, scaled per word from its lowest to its highest value.
+const explainBox = document.getElementById('explain');
+async function explainHit(query, id, imageUrl) {
+  explainBox.replaceChildren();
+  explainBox.textContent = 'Explaining…';
+  let body;
+  try {
+    const response = await fetch('explain?' + new URLSearchParams({q: query, id: String(id)}));
+    body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+  } catch (e) {
+    explainBox.textContent = String(e.message || e);
+    return;
+  }
+  const image = new Image();
+  image.src = imageUrl;
+  try { await image.decode(); } catch (e) { /* No thumbnail: heatmaps alone. */ }
+  explainBox.replaceChildren();
+  for (const [name, scorer] of Object.entries(body.scorers)) {
+    const section = document.createElement('section');
+    section.className = 'explain-scorer';
+    section.dataset.scorer = name;
+    const title = document.createElement('h3');
+    title.textContent = `${name} (image ${id}, score ${scorer.score.toFixed(3)}): ${scorer.about}`;
+    section.append(title);
+    scorer.words.forEach((word, w) => {
+      const figure = document.createElement('figure');
+      figure.className = 'heatmap';
+      const canvas = document.createElement('canvas');
+      canvas.width = canvas.height = 96;
+      drawHeatmap(canvas, image, scorer.heatmaps[w], scorer.grid);
+      const caption = document.createElement('figcaption');
+      caption.textContent = word;
+      figure.append(canvas, caption);
+      section.append(figure);
+    });
+    explainBox.append(section);
+  }
+}
+
+function drawHeatmap(canvas, image, values, grid) {
+  const context = canvas.getContext('2d');
+  context.imageSmoothingEnabled = false;
+  if (image.complete && image.naturalWidth) {
+    context.drawImage(image, 0, 0, canvas.width, canvas.height);
+  }
+  const low = Math.min(...values), high = Math.max(...values);
+  const [rows, cols] = grid;
+  const width = canvas.width / cols, height = canvas.height / rows;
+  values.forEach((value, i) => {
+    const alpha = high > low ? 0.7 * (value - low) / (high - low) : 0;
+    context.fillStyle = `rgba(255, 0, 0, ${alpha})`;
+    context.fillRect((i % cols) * width, Math.floor(i / cols) * height, width, height);
+  });
+}
 </script>
 </body>
 </html>

@@ -11,6 +11,8 @@
   POST /items                   {"items": [{"id": ID, "embedding": [...]} or
                                            {"id": ID, "image": BASE64_PNG_OR_JPEG}]}
   DELETE /items                 {"ids": [ID, ...]}
+  GET  /explain?q=TEXT&id=ID    per-word heatmaps over image ID, one per scorer
+                                (`serve/explain.py`); 404 for an id not in the gallery
 
 Bad input of any kind gets a 4xx with {"error": message}; the server goes on
 serving. Changing the gallery (`/items`) is accepted only from loopback
@@ -108,6 +110,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
           '/search': {'GET': self._search_get, 'POST': self._search_post},
           '/image': {'GET': self._image},
           '/items': {'POST': self._items_post, 'DELETE': self._items_delete},
+          '/explain': {'GET': self._explain},
       }
       if url.path not in routes:
         self._discard_body()
@@ -243,6 +246,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     if png is None:
       raise HttpError(404, f'no image for id {params["id"]!r}')
     return 200, 'image/png', png
+
+  def _explain(self, url):
+    params = self._query_params(url, ('q', 'id'))
+    if 'q' not in params or 'id' not in params:
+      raise HttpError(400, 'missing parameter q or id, e.g. /explain?q=a+red+circle&id=7')
+    image_id = self.service.index.parse_id(params['id'])
+    if image_id not in self.service.index:
+      raise HttpError(404, f'image id {params["id"]!r} is not in the gallery')
+    return 200, 'application/json', _json(self.service.explain(params['q'], image_id))
 
   def _check_writer(self):
     if not ipaddress.ip_address(self.client_address[0]).is_loopback:

@@ -1,12 +1,19 @@
 """The search service behind `--mode=serve`: model, index, micro-batcher, re-rank hook.
 
 `SearchService` is independent of HTTP: `search(texts, k, rerank)`,
-`add_items(items)`, `delete_items(ids)` and `health()` take and return plain
+`add_items(items)`, `delete_items(ids)`, `explain(query, image_id)` and `health()`
+take and return plain
 Python values and raise `errors.UserError` for bad input, which the server
 turns into a 4xx. `from_workdir` assembles it from a trained workdir: the
 index, the checkpoint of the step the index was built from (so training on in
 the same workdir does not change what is served), the warmed-up text encoder,
 and a check that this model made the index.
+
+A late-interaction workdir (FILIP, `index.token_dtype` set) is served as it was
+trained: the pooled index gives a shortlist of `index.token_shortlist` items
+and the token-wise score over the stored patch tokens re-ranks it
+(`rerank/tokenwise.py`); results then carry `token_scores` next to the pooled
+`fast_scores`.
 """
 
 import base64
@@ -27,9 +34,11 @@ from jaxret.index import store
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.serve import batcher as batcher_lib
 from jaxret.serve import encoder as encoder_lib
+from jaxret.serve import explain as explain_lib
 from jaxret.serve import gallery as gallery_lib
 from jaxret.serve import rerank as rerank_lib
 from jaxret.inference import restore as restore_lib
+from jaxret.rerank import tokenwise as tokenwise_lib
 
 REQUEST_TIMEOUT_S = 60
 
@@ -51,13 +60,16 @@ class SearchService:
   """Text search over an index, with micro-batched encoding and an optional re-ranker."""
 
   def __init__(self, index, text_encoder, *, model_step, gallery=None, image_encoder=None,
-               reranker=None, options=Options(), warmup_seconds=0.0):
+               reranker=None, options=Options(), warmup_seconds=0.0, tokenwise=None,
+               explainers=()):
     self.index = index
     self.text_encoder = text_encoder
     self.model_step = model_step
     self.gallery = gallery
     self.image_encoder = image_encoder
     self.reranker = reranker
+    self.tokenwise = tokenwise  # Token-wise re-ranking of a pooled shortlist (FILIP).
+    self.explainers = tuple(explainers)
     self.options = options
     self.warmup_seconds = warmup_seconds
     self.started = time.time()
@@ -116,12 +128,17 @@ class SearchService:
       raise errors.UserError('this workdir has no re-ranker: search with rerank=0')
     prepared = self.text_encoder.prepare(texts)
     fast_k = max(k, self.reranker.num_candidates) if rerank else k
+    if self.tokenwise is not None:
+      fast_k = max(fast_k, self.tokenwise.num_candidates)
     future = self.batcher.submit((prepared, min(fast_k, len(self.index))), size=len(texts))
     ids, scores, timings = future.result(timeout=REQUEST_TIMEOUT_S)
     fetched = time.perf_counter()
     results = []
     for text, hit_ids, fast in zip(texts, ids, scores):
       entry = {'query': text}
+      if self.tokenwise is not None:
+        hit_ids, fast, entry['token_scores'] = self._tokenwise_order(
+            text, hit_ids, fast, max(k, self.reranker.num_candidates) if rerank else k)
       if rerank:
         scores = self.reranker(text, hit_ids.tolist(), fast)
         final, slow = scores if isinstance(scores, tuple) else (scores, scores)
@@ -129,18 +146,45 @@ class SearchService:
         order = np.argsort(-final, kind='stable')[:k]
         hit_ids, fast = hit_ids[order], fast[order]
         entry['slow_scores'] = slow[order].tolist()
+        if 'token_scores' in entry:
+          entry['token_scores'] = [entry['token_scores'][i] for i in order]
         if isinstance(scores, tuple):
           entry['final_scores'] = final[order].tolist()
       entry['ids'] = hit_ids.tolist()
       entry['fast_scores'] = fast.tolist()
       results.append(entry)
     end = time.perf_counter()
-    if rerank:
+    if rerank or self.tokenwise is not None:
       timings['rerank_ms'] = 1000 * (end - fetched)
     timings['total_ms'] = 1000 * (end - start)
     return {'k': k, 'rerank': bool(rerank), 'results': results,
             'timings_ms': {name: round(value, 3) for name, value in timings.items()},
-            'model_step': self.model_step, 'index_size': len(self.index)}
+            'model_step': self.model_step, 'index_size': len(self.index),
+            **({} if self.tokenwise is None else
+               {'shortlist': min(fast_k, len(self.index))})}
+
+  def _tokenwise_order(self, text, hit_ids, fast, keep):
+    """The shortlist re-ordered by the token-wise score, cut to `keep`: (ids, pooled scores,
+    token-wise scores as a list)."""
+    token_scores = np.asarray(self.tokenwise(text, hit_ids.tolist(), fast), np.float32)
+    order = np.argsort(-token_scores, kind='stable')[:keep]
+    return hit_ids[order], fast[order], token_scores[order].tolist()
+
+  # Explaining a result.
+
+  def explain(self, query, image_id):
+    """Per-word heatmaps over gallery image `image_id` for `query`, one per scorer
+    (`serve/explain.py`); refuses an id not in the gallery."""
+    encoder_lib.check_text(query, self.options.max_query_chars)
+    if not self.explainers:
+      raise errors.UserError('this workdir has no scorer that explains results (a '
+                             'late-interaction model with index.token_dtype set, or a slow '
+                             'captioner or ALBEF as rerank.slow_workdir)')
+    image_id = self.index.check_ids([image_id])[0]
+    if image_id not in self.index:
+      raise errors.UserError(f'image id {image_id!r} is not in the gallery')
+    image_size = None if self.image_encoder is None else self.image_encoder.image_size
+    return explain_lib.explain(self.explainers, query, image_id, image_size)
 
   # Changing the gallery.
 
@@ -176,6 +220,9 @@ class SearchService:
     ids = self.index.check_ids([item['id'] for item in items])
     vectors, images = [None] * len(items), {}
     for position, item in enumerate(items):
+      if 'embedding' in item and self.tokenwise is not None:
+        raise errors.UserError(f'item {position}: this index re-ranks by patch tokens, which an '
+                               'embedding lacks; send "image" instead')
       if 'image' in item:
         images[position] = self._decode_image(item['id'], item['image'])
       else:
@@ -192,7 +239,13 @@ class SearchService:
     if any(len(v) != dim for v in vectors):
       raise errors.UserError(f'embeddings must have {dim} numbers')
     with self._write_lock:
+      if self.tokenwise is not None:
+        tokens = self.tokenwise.token_store
+        tokens.upsert([ids[p] for p in images],
+                      self.tokenwise.scorer.image_tokens(np.stack(list(images.values()))))
       self.index.upsert(ids, np.asarray(vectors, np.float32))
+      if self.tokenwise is not None:
+        self.tokenwise.token_store.save()
       if self.gallery is not None:
         for position, image_id in enumerate(ids):
           if position in images:
@@ -212,6 +265,9 @@ class SearchService:
     with self._write_lock:
       deleted = self.index.delete(ids)
       manifest = self.index.save()
+      if self.tokenwise is not None:
+        self.tokenwise.token_store.delete(ids)
+        self.tokenwise.token_store.save()
       if self.gallery is not None:
         for image_id in ids:
           self.gallery.remove(image_id)
@@ -227,6 +283,10 @@ class SearchService:
         'index_method': self.index.manifest['build_params']['method'],
         'changes_since_build': self.index.manifest['changes_since_build'],
         'reranker': None if self.reranker is None else self.reranker.name,
+        'tokenwise': None if self.tokenwise is None else {
+            'shortlist': self.tokenwise.num_candidates,
+            'dtype': self.tokenwise.token_store.manifest['dtype']},
+        'explainers': [explainer.name for explainer in self.explainers],
         'uptime_s': round(time.time() - self.started, 3),
         'warmup_s': round(self.warmup_seconds, 3),
         'batches': stats.batches,
@@ -255,6 +315,10 @@ def from_workdir(config, workdir, options=Options()):
   gallery = gallery_lib.Gallery(lambda: sources.load_split(config.data, split),
                                 os.path.join(workdir, 'gallery', 'added'))
   image_encoder = encoder_lib.ImageEncoder(restored.model, restored.params, config.data)
+  tokenwise = tokenwise_lib.for_workdir(config, workdir, restored, step)
+  reranker = rerank_lib.for_workdir(config, workdir)
+  explainers = explain_lib.for_service(tokenwise, reranker)
   return SearchService(index, text_encoder, model_step=restored.step, gallery=gallery,
-                       image_encoder=image_encoder, reranker=rerank_lib.for_workdir(config, workdir),
-                       options=options, warmup_seconds=warmup_seconds)
+                       image_encoder=image_encoder, reranker=reranker,
+                       options=options, warmup_seconds=warmup_seconds, tokenwise=tokenwise,
+                       explainers=explainers)
