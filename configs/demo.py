@@ -23,6 +23,9 @@ def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.batch_size = 128
+  # Chunks each device's batch goes through (gradient caching, exact to M=1;
+  # docs/scaling.md); must divide the per-device batch.
+  config.microbatches = 1
   config.total_steps = arg.steps or (4 if arg.runlocal else 350)
   config.log_every = 2 if arg.runlocal else 25
   config.eval_every = 4 if arg.runlocal else 100  # And at the last step; 0: never.

@@ -8,6 +8,7 @@ import pytest
 from jaxret.losses import clip
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import shard
+from test_loss_siglip import _all_eqns
 
 
 def numpy_clip_loss(image_emb, text_emb, image_ids, scale):
@@ -90,3 +91,32 @@ def test_sharded_equals_single_device_with_gradients():
   multi = loss_of(sharded)(image, text, jnp.float32(12.0))
   for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(multi)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Top-1 from the ring's running maxima equals the single device's argmax.
+  single_metrics = clip.clip_loss(image, text, ids, jnp.float32(12.0))[1]
+  multi_metrics = jax.jit(sharded)(image_emb=image, text_emb=text, image_ids=ids,
+                                   logit_scale=jnp.float32(12.0))[1]
+  for name in ('i2t_top1', 't2i_top1'):
+    np.testing.assert_allclose(multi_metrics[name], single_metrics[name], rtol=1e-6)
+
+
+def test_no_device_builds_more_than_a_local_block_of_logits():
+  """Forward and backward: every matmul inside shard_map is at most (n x n), n = N / 8,
+  and no per-device array has a dimension of the global batch (nothing is gathered)."""
+  global_batch, dim = 64, 8
+  image, text, ids = _inputs(n=global_batch, d=dim)
+  local = global_batch // 8
+  sharded = shard.over_batch(clip.clip_loss, mesh_lib.make_mesh(), replicated=('logit_scale',))
+  grad_fn = jax.grad(lambda x, y, s: sharded(image_emb=x, text_emb=y, image_ids=ids,
+                                             logit_scale=s)[0], argnums=(0, 1, 2))
+  jaxpr = jax.make_jaxpr(grad_fn)(image, text, jnp.float32(7.0)).jaxpr
+  shard_maps = [e for e in _all_eqns(jaxpr) if e.primitive.name == 'shard_map']
+  assert shard_maps
+  dot_shapes = set()
+  for outer in shard_maps:
+    for eqn in _all_eqns(outer.params['jaxpr']):
+      for var in eqn.outvars:
+        shape = getattr(var.aval, 'shape', ())
+        assert global_batch not in shape, (eqn.primitive, shape)
+        if eqn.primitive.name == 'dot_general' and len(shape) == 2 and local in shape:
+          dot_shapes.add(shape)
+  assert dot_shapes == {(local, local)}

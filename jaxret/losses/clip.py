@@ -1,5 +1,7 @@
 """CLIP's symmetric InfoNCE loss with positives defined by image id."""
 
+import jax
+from jax import lax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
@@ -28,8 +30,31 @@ def symmetric_infonce(logits_i2t, logits_t2i, targets, *, axis_name=None):
   return loss, {'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
 
 
+def _block_stats(rows, columns, row_ids, column_ids, logit_scale):
+  """One (n × n) block's part of each row's softmax: log Σ exp, the sum and count of
+  the positive logits, the highest logit and whether its column is a positive."""
+  logits = logit_scale * rows @ columns.T
+  positives = row_ids[:, None] == column_ids[None, :]
+  best = jnp.argmax(logits, axis=1)
+  return {'log_sum_exp': jax.nn.logsumexp(logits, axis=1),
+          'positive_sum': jnp.sum(jnp.where(positives, logits, 0.0), axis=1),
+          'positives': jnp.sum(positives, axis=1).astype(jnp.float32),
+          'best': jnp.max(logits, axis=1),
+          'hit': jnp.take_along_axis(positives, best[:, None], axis=1)[:, 0]}
+
+
+def _combine(stats, block):
+  """Row statistics over the columns seen so far and one more block (an online log Σ exp)."""
+  better = block['best'] > stats['best']
+  return {'log_sum_exp': jnp.logaddexp(stats['log_sum_exp'], block['log_sum_exp']),
+          'positive_sum': stats['positive_sum'] + block['positive_sum'],
+          'positives': stats['positives'] + block['positives'],
+          'best': jnp.maximum(stats['best'], block['best']),
+          'hit': jnp.where(better, block['hit'], stats['hit'])}
+
+
 def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
-  """Symmetric InfoNCE over the global batch.
+  """Symmetric InfoNCE over the global batch, never holding more than (n × n) logits.
 
   With s the logit scale and x_i, y_j the L2-normalised image and text
   embeddings of the global batch of N pairs,
@@ -38,26 +63,54 @@ def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
 
   where P_i is uniform over the columns j whose image id equals row i's, so two
   captions of one image (or two copies of one image) are not negatives of each
-  other; with distinct ids this is exactly CLIP's diagonal cross-entropy.
+  other; with distinct ids this is exactly CLIP's diagonal cross-entropy. Each
+  row's term is log Σ_j exp(l_ij) − (Σ_{j ∈ pos(i)} l_ij) / |pos(i)|.
 
-  Sharded (open_clip's local_loss + gather_with_grad): each device scores its
-  own rows against the all-gathered columns, and the row sums are psum-ed, which
-  equals the single-device loss on the global batch, gradient included.
+  Sharded, each device holds n = N / devices rows. It scores its images against
+  its own texts (and its texts against its own images), then passes its texts,
+  images and ids one place around the ring of devices (`lax.ppermute`), D − 1
+  times, accumulating every row's log Σ exp online (as flash attention does)
+  with the positives' sum and count. So no device holds more than an (n × n)
+  block of logits, forward or backward (each ring step is rematerialised for
+  the gradient rather than stored); the row sums are psum-ed. This equals the
+  single-device loss on the global batch, gradient included. A row's top-1 is
+  right when its highest column has the row's image id.
 
   Args:
     image_emb, text_emb: (n, D) this device's rows, n = N / devices.
     image_ids: (n,) image id of each pair.
     logit_scale: scalar s (already exponentiated and clamped).
-    axis_name: mesh axis of the batch, or None on one device.
+    axis_name: mesh axis (or axes) of the batch, or None on one device.
 
   Returns:
-    (loss, metrics) with scalar, replicated values.
+    (loss, {'logit_scale', 'i2t_top1', 't2i_top1'}) with scalar, replicated values.
   """
-  all_images = gather.all_gather(image_emb, axis_name)
-  all_texts = gather.all_gather(text_emb, axis_name)
-  all_ids = gather.all_gather(image_ids, axis_name)
-  targets = gather.same_id_targets(image_ids, all_ids)
-  logits_i2t = logit_scale * image_emb.astype(jnp.float32) @ all_texts.astype(jnp.float32).T
-  logits_t2i = logit_scale * text_emb.astype(jnp.float32) @ all_images.astype(jnp.float32).T
-  loss, metrics = symmetric_infonce(logits_i2t, logits_t2i, targets, axis_name=axis_name)
-  return loss, {'logit_scale': logit_scale, **metrics}
+  images = image_emb.astype(jnp.float32)
+  texts = text_emb.astype(jnp.float32)
+
+  def visit(columns):
+    column_texts, column_images, column_ids = columns
+    return (_block_stats(images, column_texts, image_ids, column_ids, logit_scale),
+            _block_stats(texts, column_images, image_ids, column_ids, logit_scale))
+
+  @jax.checkpoint
+  def visit_next_chunk_stats(stats, columns):
+    return tuple(_combine(s, b) for s, b in zip(stats, visit(columns)))
+
+  def visit_next_chunk(carry, _):
+    stats, columns = carry
+    columns = gather.rotate(columns, axis_name)
+    return (visit_next_chunk_stats(stats, columns), columns), None
+
+  columns = (texts, images, image_ids)
+  stats = visit(columns)
+  num_chunks = gather.axis_size(axis_name)
+  if num_chunks > 1:
+    (stats, _), _ = lax.scan(visit_next_chunk, (stats, columns), None, length=num_chunks - 1)
+  local_sum = sum(jnp.sum(s['log_sum_exp'] - s['positive_sum'] / s['positives']) for s in stats)
+  hits_i2t, hits_t2i = (jnp.sum(s['hit']) for s in stats)
+  total, hits_i2t, hits_t2i = gather.psum((local_sum, hits_i2t, hits_t2i), axis_name)
+  global_size = images.shape[0] * num_chunks
+  loss = total / (2 * global_size)
+  return loss, {'logit_scale': logit_scale, 'i2t_top1': hits_i2t / global_size,
+                't2i_top1': hits_t2i / global_size}

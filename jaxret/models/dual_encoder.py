@@ -50,8 +50,13 @@ class DualEncoder(nn.Module, capabilities.PooledEncoder, capabilities.VideoInput
   def __call__(self, images, tokens, mask, train=False):
     image_emb, image_out = self.encode_image(images, train)
     text_emb, text_out = self.encode_text(tokens, mask, train)
-    scale = jnp.exp(jnp.minimum(self.logit_scale, np.log(MAX_LOGIT_SCALE)))
+    scale = clamped_logit_scale(self.logit_scale)
     outputs = {'image_emb': image_emb, 'text_emb': text_emb, 'logit_scale': scale}
     if self.logit_bias_init is not None:
       outputs['logit_bias'] = self.logit_bias
     return outputs, {'image': image_out, 'text': text_out}
+
+
+def clamped_logit_scale(log_scale):
+  """The logit scale exp(min(log_scale, log MAX_LOGIT_SCALE)) of a stored log scale."""
+  return jnp.exp(jnp.minimum(log_scale, np.log(MAX_LOGIT_SCALE)))

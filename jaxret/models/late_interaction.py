@@ -64,6 +64,6 @@ class LateInteractionDualEncoder(nn.Module, capabilities.PooledEncoder,
   def __call__(self, images, tokens, mask, train=False):
     image_tokens, image_out = self.encode_image_tokens(images, train)
     text_tokens, text_out = self.encode_text_tokens(tokens, mask, train)
-    scale = jnp.exp(jnp.minimum(self.logit_scale, np.log(dual_encoder.MAX_LOGIT_SCALE)))
+    scale = dual_encoder.clamped_logit_scale(self.logit_scale)
     outputs = {'image_tokens': image_tokens, 'text_tokens': text_tokens, 'logit_scale': scale}
     return outputs, {'image': image_out, 'text': text_out}

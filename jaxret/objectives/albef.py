@@ -46,6 +46,7 @@ class AlbefObjective(base.Objective):
 
   LOSS_KEYS = ('queue_size', 'momentum', 'alpha', 'alpha_warmup_steps', 'itm_weight',
                'mlm_weight', 'mlm_probability')
+  CHUNKING_REFUSAL = 'its momentum queues, ITM negatives and MLM masks are not chunked'
   PARAM_BOUNDS = {'temp': (albef_model.MIN_TEMPERATURE, albef_model.MAX_TEMPERATURE)}
 
   def __init__(self, model, mesh, loss_config, tokenizer):

@@ -5,7 +5,12 @@ Every training objective (`objectives/__init__.py`) is built as
   LOSS_KEYS: the keys of `config.loss` it reads (besides `name`); any other key
     is refused, so a setting of another loss never passes silently,
   PARAM_BOUNDS: {top-level parameter name: (low, high)} that the training step
-    clamps the parameters into after every optimizer update ({} here).
+    clamps the parameters into after every optimizer update ({} here),
+  CHUNKING: how the step may split the batch into `config.microbatches` chunks
+    (`train/microbatch.py`): 'embeddings' (gradient caching: an
+    `EmbeddingObjective`'s `embed` per chunk, `loss_from_embeddings` on the
+    global batch), 'per_example' (a mean of per-example losses: the gradient
+    accumulates chunk by chunk) or None (refused, with CHUNKING_REFUSAL as the reason).
 The trainer calls, in this order:
   init_params(rng, example_batch) -> the model's parameters,
   init_extra(params) -> the extra state the step carries (queues, memories,
@@ -30,6 +35,8 @@ class Objective(abc.ABC):
 
   LOSS_KEYS: tuple[str, ...] = ()
   PARAM_BOUNDS: dict[str, tuple[float | None, float | None]] = {}
+  CHUNKING: str | None = None
+  CHUNKING_REFUSAL = 'its loss is not split into embeddings and a loss on them'
 
   def __init__(self, model, mesh, loss_config, tokenizer):
     del tokenizer  # Read by the objectives that need it (ALBEF's [MASK]).
@@ -84,3 +91,28 @@ class Objective(abc.ABC):
   def after_update(self, params, extra):
     del params
     return extra
+
+
+class EmbeddingObjective(Objective):
+  """An objective whose loss reads only per-example embeddings (and the batch's
+  labels), so gradient caching applies (`CHUNKING = 'embeddings'`):
+    embed(params, batch) -> {name: (rows, ...)} per-example embeddings, with no
+      randomness (a chunk's embeddings must not depend on the chunking),
+    loss_from_embeddings(params, extra, embeddings, batch, rng, step)
+      -> (loss, metrics, new extra) on the global batch's embeddings; any
+      randomness is drawn here, for the global batch, and the parameters it
+      reads directly (a logit scale) are differentiated here.
+  """
+
+  CHUNKING = 'embeddings'
+
+  @abc.abstractmethod
+  def embed(self, params, batch):
+    """Per-example embeddings of the batch, every leaf with the batch's leading axis."""
+
+  @abc.abstractmethod
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    """(loss, metrics, new extra state) from the global batch's embeddings."""
+
+  def __call__(self, params, extra, batch, rng, step):
+    return self.loss_from_embeddings(params, extra, self.embed(params, batch), batch, rng, step)

@@ -13,6 +13,7 @@ class CaptionObjective(base.Objective):
   """
 
   LOSS_KEYS = ()
+  CHUNKING = 'per_example'  # A mean over examples: microbatches accumulate gradients.
 
   def __init__(self, model, mesh, loss_config, tokenizer):
     super().__init__(model, mesh, loss_config, tokenizer)

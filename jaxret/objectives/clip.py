@@ -11,7 +11,7 @@ from jaxret.parallel import shard
 LOGIT_SCALE_BOUNDS = {'logit_scale': (None, float(np.log(dual_encoder.MAX_LOGIT_SCALE)))}
 
 
-class ClipObjective(base.Objective):
+class ClipObjective(base.EmbeddingObjective):
   """CLIP: symmetric InfoNCE over all-gathered in-batch negatives (`losses/clip.py`).
   No extra state (the protocol is in `objectives/base.py`)."""
 
@@ -22,9 +22,13 @@ class ClipObjective(base.Objective):
     super().__init__(model, mesh, loss_config, tokenizer)
     self.loss = shard.over_batch(clip.clip_loss, mesh, replicated=('logit_scale',))
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng, step
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
-                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'])
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del rng, step
+    loss, metrics = self.loss(image_emb=embeddings['image_emb'],
+                              text_emb=embeddings['text_emb'], image_ids=batch['image_id'],
+                              logit_scale=dual_encoder.clamped_logit_scale(params['logit_scale']))
     return loss, metrics, extra

@@ -20,6 +20,7 @@ from jaxret.losses import clip
 from jaxret.losses import distill
 from jaxret.losses import gather
 from jaxret.models import capabilities
+from jaxret.models import dual_encoder
 from jaxret.objectives import base
 from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
@@ -37,7 +38,7 @@ def _teacher(loss_config):
   return model, config
 
 
-class DistillObjective(base.Objective):
+class DistillObjective(base.EmbeddingObjective):
   """CLIP + distillation from a frozen slow model; follows `objectives/base.py`'s protocol,
   with `load_extra` filling in the teacher's parameters in a fresh state. The
   student's stored log logit scale is kept <= log(100), as CLIP's."""
@@ -86,16 +87,23 @@ class DistillObjective(base.Objective):
     metrics.update(kd_metrics, **{'distill/loss': kd, 'clip/loss': contrastive})
     return contrastive + self.loss_config.alpha * kd, metrics
 
-  def __call__(self, params, extra, batch, rng, step):
-    del step
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    """The teacher's scores and the candidates are computed on the global batch (so
+    gradient caching draws the same candidates as one pass)."""
+    del step
+    logit_scale = dual_encoder.clamped_logit_scale(params['logit_scale'])
     teacher = lax.stop_gradient(extra['teacher'])
     visual = self.teacher_model.apply({'params': teacher}, batch['image'],
                                       method=self.teacher_model.visual_tokens)
     candidates = distill.sample_candidates(rng, batch['image_id'],
                                            self.loss_config.num_candidates)
-    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
-                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'],
+    loss, metrics = self.loss(image_emb=embeddings['image_emb'],
+                              text_emb=embeddings['text_emb'], image_ids=batch['image_id'],
+                              logit_scale=logit_scale,
                               visual=lax.stop_gradient(visual), tokens=batch['text'],
                               mask=batch['text_mask'], candidates=candidates, teacher=teacher)
     return loss, metrics, extra

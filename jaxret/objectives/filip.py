@@ -10,12 +10,13 @@ per-device batch).
 import functools
 
 from jaxret.losses import filip
+from jaxret.models import dual_encoder
 from jaxret.objectives import base
 from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
-class FilipObjective(base.Objective):
+class FilipObjective(base.EmbeddingObjective):
   """Token embeddings of the batch, gathered across devices, scored token-wise.
   The stored log logit scale is kept <= log(100), as the dual encoder's."""
 
@@ -29,10 +30,14 @@ class FilipObjective(base.Objective):
                           selection_group=loss_config.selection_group),
         mesh, replicated=('logit_scale',))
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng, step
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(image_tokens=outputs['image_tokens'],
-                              text_tokens=outputs['text_tokens'], text_mask=batch['text_mask'],
-                              image_ids=batch['image_id'], logit_scale=outputs['logit_scale'])
+    return {'image_tokens': outputs['image_tokens'], 'text_tokens': outputs['text_tokens']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del rng, step
+    loss, metrics = self.loss(image_tokens=embeddings['image_tokens'],
+                              text_tokens=embeddings['text_tokens'], text_mask=batch['text_mask'],
+                              image_ids=batch['image_id'],
+                              logit_scale=dual_encoder.clamped_logit_scale(params['logit_scale']))
     return loss, metrics, extra

@@ -20,7 +20,7 @@ from jaxret.objectives import labels as labels_lib
 from jaxret.parallel import shard
 
 
-class IrtObjective(base.Objective):
+class IrtObjective(base.EmbeddingObjective):
   """IRT for text-to-image retrieval (`irt_cross_modal_loss`): image anchors
   against texts and the text memory, text anchors against images and the
   image memory, positives by image id. Memory slots hold (image, text, id)."""
@@ -46,13 +46,16 @@ class IrtObjective(base.Objective):
       return memory, jnp.full(entries['label'].shape, -1, jnp.int32)
     return cross_batch_memory.enqueue(memory, entries, step >= self.memory_start, self.mesh)
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del params, rng
     memory, _ = self._enqueue(
-        extra['memory'], {'image': outputs['image_emb'], 'text': outputs['text_emb'],
+        extra['memory'], {'image': embeddings['image_emb'], 'text': embeddings['text_emb'],
                           'label': batch['image_id']}, step)
-    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
+    loss, metrics = self.loss(image_emb=embeddings['image_emb'], text_emb=embeddings['text_emb'],
                               image_ids=batch['image_id'], memory_image=memory['image'],
                               memory_text=memory['text'], memory_labels=memory['label'])
     metrics['memory_fill'] = jnp.mean(memory['label'] >= 0)
@@ -89,10 +92,14 @@ class IrtImageObjective(IrtObjective):
     return {'memory': cross_batch_memory.init(self.memory_size,
                                               {'embedding': self.model.embed_dim})}
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng
+  def embed(self, params, batch):
     emb, _ = self.model.apply({'params': params}, batch['image'], train=True,
                               method=self.model.encode_image)
+    return {'emb': emb}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del params, rng
+    emb = embeddings['emb']
     labels = jnp.asarray(self.train_labels())[batch['image_id']]
     memory, slots = self._enqueue(extra['memory'], {'embedding': emb, 'label': labels}, step)
     loss, metrics = self.loss(emb=emb, labels=labels, identity=batch['image_id'],

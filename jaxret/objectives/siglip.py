@@ -9,7 +9,7 @@ from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
-class SiglipObjective(base.Objective):
+class SiglipObjective(base.EmbeddingObjective):
   """The dual encoder's logit scale is SigLIP's temperature t (config
   `model.logit_scale_init = 10`) and its logit bias is b (`model.logit_bias_init
   = -10`); both are scalars, so they get no weight decay. The stored log t is
@@ -26,10 +26,14 @@ class SiglipObjective(base.Objective):
                              '(SigLIP: 10.0)')
     self.loss = shard.over_batch(siglip.siglip_loss, mesh, replicated=('temperature', 'bias'))
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng, step
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
-    loss, metrics = self.loss(image_emb=outputs['image_emb'], text_emb=outputs['text_emb'],
-                              image_ids=batch['image_id'], temperature=outputs['logit_scale'],
-                              bias=outputs['logit_bias'])
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del rng, step
+    loss, metrics = self.loss(image_emb=embeddings['image_emb'],
+                              text_emb=embeddings['text_emb'], image_ids=batch['image_id'],
+                              temperature=dual_encoder.clamped_logit_scale(params['logit_scale']),
+                              bias=params['logit_bias'])
     return loss, metrics, extra

@@ -33,6 +33,7 @@ class WenLanObjective(base.Objective):
   """
 
   LOSS_KEYS = ('queue_size', 'momentum', 'temperature', 'exclude_same_id', 'queue_init')
+  CHUNKING_REFUSAL = 'its momentum queues are not chunked'
 
   def __init__(self, model, mesh, loss_config, tokenizer):
     super().__init__(model, mesh, loss_config, tokenizer)

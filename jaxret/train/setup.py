@@ -18,6 +18,7 @@ from jaxret.models.load import pretrained
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import partition
 from jaxret.train import guards
+from jaxret.train import microbatch
 from jaxret.train import optimizer as optimizer_lib
 from jaxret.train import state as state_lib
 from jaxret.train import step as step_lib
@@ -57,6 +58,8 @@ class Trainable:
     if data_options.resolve(config.data).num_frames:
       capabilities.require(self.model, capabilities.VideoInput, 'video data (data.num_frames > 0)')
     self.objective = objectives.build(config.loss, self.model, mesh, tokenizer)
+    microbatch.check(config.microbatches, config.batch_size, mesh, self.objective,
+                     config.loss.name)
     self.optimizer, self.learning_rate = optimizer_lib.build(config)
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
     self.state_shardings = partition.tree_shardings(
@@ -90,7 +93,8 @@ class Trainable:
     """`train_step` jit-compiled with the state's and batch's shardings, state donated."""
     step = functools.partial(step_lib.train_step, objective=self.objective,
                              optimizer=self.optimizer,
-                             skip_nonfinite=self.config.on_nonfinite == 'skip')
+                             skip_nonfinite=self.config.on_nonfinite == 'skip',
+                             microbatches=self.config.microbatches)
     return jax.jit(step,
                    in_shardings=(self.state_shardings, mesh_lib.batch_sharding(self.mesh)),
                    out_shardings=(self.state_shardings, mesh_lib.replicated(self.mesh)),
