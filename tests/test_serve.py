@@ -519,6 +519,31 @@ def test_web_page_in_a_browser(served, tmp_path):
     query_box.send_keys(LONG + '\n')
     wait.until(expected_conditions.text_to_be_present_in_element(
         (By.ID, 'error'), 'too long for the model'))
+    # A dropped image is the query: a gallery image's own PNG finds it first.
+    image_id = int(arrays['image_ids'][3])
+    png = client.request('GET', f'/image?id={image_id}')[2]
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'query.png', {type: 'image/png'}));
+        document.getElementById('drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        """, base64.b64encode(png).decode())
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'img.hit-image')[0].get_attribute(
+        'alt') == f'image {image_id}')
+    assert browser.find_element(By.ID, 'error').text == ''
+    # A filter narrows the results; a malformed one shows the server's one-line refusal.
+    filter_box = browser.find_element(By.ID, 'filter')
+    filter_box.send_keys('{"objects": {"gte": 9}}')
+    query_box.clear()
+    query_box.send_keys(text + '\n')
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, 'status'),
+                                                                 'filter matched 0'))
+    filter_box.clear()
+    filter_box.send_keys('{"nope": 1}')
+    query_box.send_keys('\n')
+    wait.until(expected_conditions.text_to_be_present_in_element(
+        (By.ID, 'error'), "unknown filter field 'nope'"))
   finally:
     browser.quit()
 
@@ -636,10 +661,13 @@ def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
   result = subprocess.run(
       [sys.executable, 'benchmarks/serving.py', '--only=synthetic', '--num=3000', '--dim=16',
        '--clusters=20', '--queries=64', '--batch=32', '--seconds=0.05', '--requests=16',
-       '--clients=2', '--skip-faiss', f'--out={out}'],
+       '--clients=2', '--rounds=1', '--skip-faiss', f'--out={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   section = json.loads(out.read_text())['synthetic']
   assert section['recall_at_10']['jaxret_index'] >= 0.95
   assert section['http_search']['one_client']['p50_ms'] > 0
+  # The old hand-written http.server, from git history, measured in the same run.
+  assert section['http_search_before']['one_client']['p50_ms'] > 0
+  assert section['http_search_before']['commit'] == '8503893'
   assert section['index']['build_params']['method'] == 'brute_force'

@@ -205,7 +205,13 @@ class Table:
         values = condition['in']
         if not isinstance(values, list) or not values:
           raise errors.UserError(f'malformed filter on {name!r}: "in" takes a non-empty list')
-        passed &= np.isin(column, self._condition_values(name, values))
+        wanted = self._condition_values(name, values)
+        if self.types[name] == 'string':  # A table over the codes; -1 (missing) at index 0.
+          table = np.zeros(len(self.vocab[name]) + 1, bool)
+          table[[code + 1 for code in wanted if code >= 0]] = True
+          passed &= table[column + 1]
+        else:
+          passed &= np.isin(column, wanted)
         continue
       if self.types[name] == 'string':
         raise errors.UserError(f'malformed filter on {name!r}: ranges apply to numbers and '

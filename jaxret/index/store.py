@@ -229,14 +229,15 @@ class Index:
     with self._lock:
       if len(passed) != len(self.ids):
         raise errors.UserError('the gallery changed while the filter was applied; retry')
-      rows = np.flatnonzero(passed)
-      k = min(k, len(rows))
+      matched = int(np.count_nonzero(passed))
+      k = min(k, matched)
       if not k:
         return (self.ids[:0][None].repeat(len(queries), 0),
                 np.zeros((len(queries), 0), np.float32), 'exact')
-      selectivity = len(rows) / len(self.ids)
+      selectivity = matched / len(self.ids)
       if self.manifest['build_params']['method'] == 'brute_force' or (
           selectivity < FILTER_EXACT_BELOW):
+        rows = np.flatnonzero(passed)
         found, scores = exact.top_k(queries, self.vectors[rows], k)
         return self.ids[rows[found]], scores, 'exact'
       fetch = min(len(self.ids), int(np.ceil(k / selectivity * FILTER_OVERFETCH)) + k)
@@ -249,6 +250,7 @@ class Index:
         if keep.sum() >= k:
           out_rows[q], out_scores[q] = row_list[keep][:k], score_list[keep][:k]
         else:  # Too few candidates passed: this query is searched exactly.
+          rows = np.flatnonzero(passed)
           found, scores = exact.top_k(queries[q:q + 1], self.vectors[rows], k)
           out_rows[q], out_scores[q] = rows[found[0]], scores[0]
       return self.ids[out_rows], out_scores, 'scann'

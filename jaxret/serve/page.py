@@ -1,5 +1,9 @@
 """The web page at `GET /`: a query box, and the hits as thumbnails with their scores.
 
+A dropped image (or one picked with the file button) is the query instead of
+the text (`POST /search` with `"image"`); an optional metadata filter is JSON;
+with re-ranking, the fast order and the re-ranked order are shown side by side.
+
 Plain HTML and JavaScript, no external resources. Result text is set with
 `textContent`, never parsed as HTML, so queries and ids cannot inject markup.
 """
@@ -19,11 +23,17 @@ PAGE = """<!doctype html>
   button { font-size: 1.1rem; padding: .4rem 1rem; }
   #status { color: #666; margin: .8rem 0; min-height: 1.2em; }
   #error { color: #b00020; margin: .8rem 0; }
-  #results { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr));
-             gap: 1rem; }
+  #results, .results { display: grid;
+                       grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 1rem; }
+  #results[hidden] { display: none; }
   figure { margin: 0; text-align: center; }
   figure img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
   figcaption { font-size: .85rem; overflow-wrap: anywhere; }
+  #drop { border: 2px dashed #aaa; padding: .6rem; margin: .8rem 0; color: #666; }
+  #drop.over { border-color: #1a73e8; color: #1a73e8; }
+  #filter { width: 100%; font-family: monospace; padding: .3rem; box-sizing: border-box; }
+  #orders { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+  #orders[hidden] { display: none; }
 </style>
 </head>
 <body>
@@ -34,11 +44,21 @@ PAGE = """<!doctype html>
          autocomplete="off" required autofocus>
   <label>k <input id="k" name="k" type="number" min="1" value="10"></label>
   <label id="rerank-label" hidden><input id="rerank" type="checkbox"> re-rank</label>
+  <label id="budget-label" hidden>budget ms <input id="budget" type="number" min="0"
+         step="any" style="width: 5rem"></label>
   <button id="search-button" type="submit">Search</button>
+  <input id="filter" placeholder='filter, e.g. {"layout": "single", "objects": {"gte": 2}}'
+         autocomplete="off">
 </form>
+<div id="drop">Drop an image here to search with it, or <input id="image-file" type="file"
+     accept="image/png,image/jpeg"></div>
 <div id="error" role="alert"></div>
 <div id="status"></div>
 <div id="results"></div>
+<div id="orders" hidden>
+  <section><h2>Fast order</h2><div id="fast-results" class="results"></div></section>
+  <section><h2>Re-ranked order</h2><div id="slow-results" class="results"></div></section>
+</div>
 <script>
 'use strict';
 const form = document.getElementById('search-form');
@@ -52,19 +72,44 @@ fetch('healthz').then(r => r.json()).then(h => {
       (h.reranker ? `, re-ranker ${h.reranker}` : '');
   document.getElementById('k').max = Math.min(h.num_items, 1000);
   document.getElementById('rerank-label').hidden = !h.reranker;
+  document.getElementById('budget-label').hidden = !h.reranker;
 });
 
-form.addEventListener('submit', async event => {
-  event.preventDefault();
+function figures(container, ids, captionOf) {
+  container.replaceChildren();
+  ids.forEach((id, i) => {
+    const figure = document.createElement('figure');
+    figure.className = 'hit';
+    const img = document.createElement('img');
+    img.className = 'hit-image';
+    img.src = 'image?' + new URLSearchParams({id: String(id)});
+    img.alt = `image ${id}`;
+    const caption = document.createElement('figcaption');
+    caption.textContent = captionOf(id, i);
+    figure.append(img, caption);
+    container.append(figure);
+  });
+}
+
+async function search(query) {
   errorBox.textContent = '';
   statusLine.textContent = 'Searching…';
-  const params = new URLSearchParams({
-    q: document.getElementById('query').value,
-    k: document.getElementById('k').value,
-    rerank: document.getElementById('rerank').checked ? '1' : '0'});
+  const request = {k: Number(document.getElementById('k').value), ...query};
+  const rerank = document.getElementById('rerank').checked && !query.image;
+  if (rerank) {
+    request.rerank = true;
+    const budget = document.getElementById('budget').value;
+    if (budget) request.budget_ms = Number(budget);
+  }
   let body;
   try {
-    const response = await fetch('search?' + params);
+    const filterText = document.getElementById('filter').value.trim();
+    if (filterText) {
+      try { request.filter = JSON.parse(filterText); }
+      catch (e) { throw new Error('the filter is not JSON: ' + e.message); }
+    }
+    const response = await fetch('search', {method: 'POST', body: JSON.stringify(request),
+                                            headers: {'Content-Type': 'application/json'}});
     body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
   } catch (e) {
@@ -72,25 +117,50 @@ form.addEventListener('submit', async event => {
     errorBox.textContent = String(e.message || e);
     return;
   }
-  results.replaceChildren();
-  body.ids.forEach((id, i) => {
-    const figure = document.createElement('figure');
-    figure.className = 'hit';
-    const img = document.createElement('img');
-    img.className = 'hit-image';
-    img.src = body.image_urls[i];
-    img.alt = `image ${id}`;
-    const caption = document.createElement('figcaption');
-    let text = `${i + 1}. ${id} · ${body.fast_scores[i].toFixed(3)}`;
-    if (body.slow_scores) text += ` · slow ${body.slow_scores[i].toFixed(3)}`;
-    caption.textContent = text;
-    figure.append(img, caption);
-    results.append(figure);
-  });
+  const hit = body.results[0];
+  const orders = document.getElementById('orders');
+  orders.hidden = !hit.fast_ids;
+  results.hidden = Boolean(hit.fast_ids);
+  const ranked = (id, i) => {
+    let text = `${i + 1}. ${id} · ${hit.fast_scores[i].toFixed(3)}`;
+    if (hit.slow_scores) text += ` · slow ${hit.slow_scores[i].toFixed(3)}`;
+    return text;
+  };
+  if (hit.fast_ids) {
+    figures(document.getElementById('fast-results'), hit.fast_ids, (id, i) => `${i + 1}. ${id}`);
+    figures(document.getElementById('slow-results'), hit.ids, ranked);
+  } else {
+    figures(results, hit.ids, ranked);
+  }
   const t = body.timings_ms;
-  statusLine.textContent = `${body.ids.length} results in ${t.total_ms.toFixed(1)} ms ` +
-      `(encode ${t.encode_ms.toFixed(1)} ms, search ${t.search_ms.toFixed(1)} ms)`;
+  let line = `${hit.ids.length} results in ${t.total_ms.toFixed(1)} ms ` +
+      `(encode ${t.encode_ms.toFixed(1)} ms, search ${t.search_ms.toFixed(1)} ms`;
+  if (body.rerank) line += `, re-rank K=${body.rerank_k} in ${t.rerank_ms.toFixed(1)} ms`;
+  if (body.filter) line += `, filter matched ${body.filter.matched}`;
+  statusLine.textContent = line + ')';
+}
+
+form.addEventListener('submit', event => {
+  event.preventDefault();
+  search({queries: [document.getElementById('query').value]});
 });
+
+function searchFile(file) {
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => search({image: String(reader.result).split(',')[1]});
+  reader.readAsDataURL(file);
+}
+const drop = document.getElementById('drop');
+drop.addEventListener('dragover', event => { event.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', event => {
+  event.preventDefault();
+  drop.classList.remove('over');
+  searchFile(event.dataTransfer.files[0]);
+});
+document.getElementById('image-file').addEventListener('change',
+    event => searchFile(event.target.files[0]));
 </script>
 </body>
 </html>
