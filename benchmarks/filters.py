@@ -51,11 +51,12 @@ def _qps(search_one, queries, rounds):
 
 
 def measure(index, database, queries, expression, rounds):
-  passed = index.filter_mask(expression)
+  mask = index.filter_mask(expression)
+  passed = mask.passed
   rows = np.flatnonzero(passed)
   truth = rows[np.concatenate([exact.top_k(queries[s:s + 256], database[rows], K)[0]
                                for s in range(0, len(queries), 256)])]
-  found, _, strategy = index.search_filtered(queries, K, passed)
+  found, _, report = index.search_filtered(queries, K, mask)
   row_of = {image_id: row for row, image_id in enumerate(index.ids.tolist())}
   found_rows = np.vectorize(row_of.__getitem__)(found)
   assert passed[found_rows].all(), 'a hit fails the filter'
@@ -64,7 +65,7 @@ def measure(index, database, queries, expression, rounds):
     index.search_filtered(query[None], K, index.filter_mask(expression))
 
   return {'filter': expression, 'selectivity': float(passed.mean()), 'matched': int(passed.sum()),
-          'strategy': strategy, f'recall_at_{K}': serving.recall_at_k(found_rows, truth),
+          'strategy': report['strategy'], f'recall_at_{K}': serving.recall_at_k(found_rows, truth),
           'qps_one_query_per_call': _qps(search_one, queries, rounds)}
 
 

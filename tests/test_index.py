@@ -217,9 +217,11 @@ def test_filtered_search_returns_only_passing_items(tmp_path, method):
       ({'tag': 'nowhere'}, np.zeros(3000, bool)),
   ]
   for expression, expected in cases:
-    passed = index.filter_mask(expression)
-    np.testing.assert_array_equal(passed, expected, err_msg=str(expression))
-    found, scores, strategy = index.search_filtered(queries[:20], 10, passed)
+    mask = index.filter_mask(expression)
+    np.testing.assert_array_equal(mask.passed, expected, err_msg=str(expression))
+    found, scores, report = index.search_filtered(queries[:20], 10, mask)
+    strategy = report['strategy']
+    assert report['matched'] == expected.sum()
     assert found.shape == (20, min(10, expected.sum()))
     assert set(found.ravel().tolist()) <= set(ids[expected].tolist())
     assert strategy == ('exact' if method == 'brute_force' or expected.mean() < 0.05
@@ -265,7 +267,12 @@ def test_metadata_follows_changes_and_bad_metadata_changes_nothing(tmp_path):
   index = store.load(str(tmp_path))
   assert index.metadata.row(index.ids.tolist().index(100)) == {'tag': 'new', 'when': '2021-05-06'}
   assert index.metadata.row(index.ids.tolist().index(3)) == {'tag': 'old'}  # None kept it.
-  assert index.ids[index.filter_mask({'tag': 'new'})].tolist() == [100]
+  stale = index.filter_mask({'tag': 'new'})
+  assert index.ids[stale.passed].tolist() == [100]
+  index.upsert([300], vectors[:1], [{'tag': 'new'}])  # A change after the mask: it is redone.
+  found, _, report = index.search_filtered(vectors[:1], 5, stale)
+  assert report['matched'] == 2 and set(found[0].tolist()) == {100, 300}
+  index.delete([300])
   np.testing.assert_allclose(index.vector_of(100), vectors[0])
   before = (index.ids.copy(), {k: v.copy() for k, v in index.metadata.columns.items()})
   for bad in ([{'tag': 5}], [{'when': 'yesterday'}], [{'x': [1]}], [{'': 1}], ['tag']):

@@ -479,25 +479,33 @@ def _browser():
   return chromium, driver
 
 
-def test_web_page_in_a_browser(served, tmp_path):
+def _chrome(tmp_path):
+  """A headless Chromium driven by selenium."""
   # pylint: disable=import-outside-toplevel
   chromium, driver_path = _browser()
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
-  from selenium.webdriver.common.by import By
-  from selenium.webdriver.support import expected_conditions
-  from selenium.webdriver.support.ui import WebDriverWait
-  client, _, arrays = served
   options = webdriver.ChromeOptions()
   options.binary_location = chromium
   for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
                '--disable-background-networking', '--disable-component-update',
                '--disable-sync', '--no-first-run', f'--user-data-dir={tmp_path / "profile"}'):
     options.add_argument(flag)
-  browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+  return webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+
+
+def test_web_page_in_a_browser(served, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from selenium.common.exceptions import StaleElementReferenceException
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support import expected_conditions
+  from selenium.webdriver.support.ui import WebDriverWait
+  client, _, arrays = served
+  browser = _chrome(tmp_path)
   try:
     browser.get(f'http://{client.host}:{client.port}/')
-    wait = WebDriverWait(browser, 30)
+    # A new search replaces the result elements: one found just before is then stale.
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda b: 'images' in b.find_element(By.ID, 'about').text)
     text = str(arrays['texts'][7])
     k_box = browser.find_element(By.ID, 'k')
@@ -595,7 +603,9 @@ class _ReverseReranker:
     return -np.asarray(fast_scores) * 2
 
 
-def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+def _rerank_server(tmp_path):
+  """(server, service, index, reranker, client): 50 random vectors, ids im0..im49, served
+  in this process with the reverse re-ranker and no write token."""
   # pylint: disable=import-outside-toplevel
   import ml_collections
   from jaxret.index import store
@@ -616,7 +626,11 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
   server = server_lib.make_server(service, '127.0.0.1', 0)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
-  client = Client(*server.server_address[:2])
+  return server, service, index, reranker, Client(*server.server_address[:2])
+
+
+def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+  server, service, index, reranker, client = _rerank_server(tmp_path)
   try:
     fast = client.get('/search', q='q3', k=3)[1]
     assert fast['ids'][0] == 'im3' and 'slow_scores' not in fast
@@ -671,3 +685,33 @@ def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
   assert section['http_search_before']['one_client']['p50_ms'] > 0
   assert section['http_search_before']['commit'] == '8503893'
   assert section['index']['build_params']['method'] == 'brute_force'
+
+
+def test_web_page_shows_the_fast_and_reranked_orders(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  server, service, _, reranker, client = _rerank_server(tmp_path)
+  browser = _chrome(tmp_path)
+  try:
+    browser.get(f'http://{client.host}:{client.port}/')
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, 'rerank-label').is_displayed())
+    browser.find_element(By.ID, 'rerank').click()
+    k_box = browser.find_element(By.ID, 'k')
+    k_box.clear()
+    k_box.send_keys('3')
+    browser.find_element(By.ID, 'query').send_keys('q3\n')
+    alts = lambda b, box: [img.get_attribute('alt') for img in b.find_elements(
+        By.CSS_SELECTOR, f'#{box} img.hit-image')]
+    wait.until(lambda b: len(alts(b, 'slow-results')) == 3)
+    candidates = reranker.calls[-1][1]
+    assert alts(browser, 'fast-results') == [f'image {i}' for i in candidates[:3]]
+    assert alts(browser, 'slow-results') == [f'image {i}' for i in candidates[::-1][:3]]
+    assert 're-rank K=6' in browser.find_element(By.ID, 'status').text
+  finally:
+    browser.quit()
+    client.close()
+    server.shutdown()
+    server.server_close()
+    service.close()

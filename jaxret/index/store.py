@@ -21,6 +21,7 @@ candidates, those that fail dropped, and any query left with fewer than k
 searched exactly.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -44,7 +45,7 @@ METADATA = 'metadata.npz'
 # Filtered search: exact over the passing rows below this selectivity, else ScaNN with
 # over-fetch (measured by benchmarks/filters.py).
 FILTER_EXACT_BELOW = 0.05
-FILTER_OVERFETCH = 2.0
+FILTER_OVERFETCH = 4.0
 UNIT_NORM_ATOL = 1e-3
 
 
@@ -157,6 +158,14 @@ def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, prob
   return _write(out_dir, searcher, image_ids, manifest, probe, image_emb, table)
 
 
+@dataclasses.dataclass(frozen=True)
+class FilterMask:
+  """The rows that passed `expression` when the index was at `version` (changes count up)."""
+  expression: dict
+  passed: np.ndarray
+  version: int
+
+
 class Index:
   """A loaded gallery index: search, upsert and delete by user id, and save.
 
@@ -176,6 +185,7 @@ class Index:
     self._reorder = manifest['build_params'].get('reorder', 0)
     self._num_leaves = manifest['build_params'].get('num_leaves', 0)
     self._lock = threading.Lock()
+    self._version = 0  # Counts changes, so that a filter's mask from before one is redone.
 
   def __len__(self):
     return len(self.ids)
@@ -215,31 +225,34 @@ class Index:
       return self.vectors[self._row_of[image_id]].copy()
 
   def filter_mask(self, expression):
-    """The rows passing a metadata filter (`metadata.Table.mask`)."""
+    """The rows passing a metadata filter (`metadata.Table.mask`), as a `FilterMask`;
+    refuses an unknown field or a malformed expression."""
     if self.vectors is None:
       raise errors.UserError('this index was built before filters were supported; rebuild it '
                              'with --mode=index')
     with self._lock:
-      return self.metadata.mask(expression)
+      return FilterMask(expression, self.metadata.mask(expression), self._version)
 
-  def search_filtered(self, queries, k, passed):
-    """(Q, D) queries -> ids (Q, k') and scores of the best rows with `passed[row]`,
-    k' = min(k, passed.sum()), and the strategy used ('exact' or 'scann')."""
+  def search_filtered(self, queries, k, mask):
+    """(Q, D) queries -> ids (Q, k') and scores of the best rows that pass `mask` (a
+    `FilterMask`, redone if the index changed since), k' = min(k, rows that pass), and
+    {'matched': rows that pass, 'strategy': 'exact' or 'scann'}."""
     queries = np.asarray(queries, np.float32)
     with self._lock:
-      if len(passed) != len(self.ids):
-        raise errors.UserError('the gallery changed while the filter was applied; retry')
+      passed = mask.passed
+      if mask.version != self._version:
+        passed = self.metadata.mask(mask.expression)
       matched = int(np.count_nonzero(passed))
       k = min(k, matched)
       if not k:
         return (self.ids[:0][None].repeat(len(queries), 0),
-                np.zeros((len(queries), 0), np.float32), 'exact')
+                np.zeros((len(queries), 0), np.float32), {'matched': 0, 'strategy': 'exact'})
       selectivity = matched / len(self.ids)
       if self.manifest['build_params']['method'] == 'brute_force' or (
           selectivity < FILTER_EXACT_BELOW):
         rows = np.flatnonzero(passed)
         found, scores = exact.top_k(queries, self.vectors[rows], k)
-        return self.ids[rows[found]], scores, 'exact'
+        return self.ids[rows[found]], scores, {'matched': matched, 'strategy': 'exact'}
       fetch = min(len(self.ids), int(np.ceil(k / selectivity * FILTER_OVERFETCH)) + k)
       candidates, candidate_scores = scann_index.search(self.searcher, queries, fetch,
                                                         self._reorder, self._num_leaves)
@@ -253,7 +266,7 @@ class Index:
           rows = np.flatnonzero(passed)
           found, scores = exact.top_k(queries[q:q + 1], self.vectors[rows], k)
           out_rows[q], out_scores[q] = rows[found[0]], scores[0]
-      return self.ids[out_rows], out_scores, 'scann'
+      return self.ids[out_rows], out_scores, {'matched': matched, 'strategy': 'scann'}
 
   def check_ids(self, ids):
     """User ids (from JSON or Python) as the index stores them; refuses other types."""
@@ -316,6 +329,7 @@ class Index:
           self.vectors[row] = vector
         if entry is not None:
           self.metadata.set_row(row, entry)
+      self._version += 1
       changes = self.manifest['changes_since_build']
       changes['added'] += len(new)
       changes['updated'] += len(ids) - len(new)
@@ -348,6 +362,7 @@ class Index:
         self.metadata.truncate(last)
         if self.vectors is not None:
           self.vectors = self.vectors[:last]
+      self._version += 1
       self.manifest['changes_since_build']['deleted'] += len(ids)
       self.manifest['num_items'] = len(self.ids)
       return len(ids)

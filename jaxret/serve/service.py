@@ -43,7 +43,7 @@ class Query:
   prepared: np.ndarray | None  # (N, 2, L) tokens and mask, or None for `vectors`.
   vectors: np.ndarray | None  # (N, D) query embeddings (image queries).
   k: int
-  passed: np.ndarray | None  # The rows that pass the request's filter, or None.
+  passed: store.FilterMask | None  # The request's filter, or None.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +200,7 @@ class SearchService:
       query = Query(prepared, None, fast_k, passed)
       labels = texts
     future = self.batcher.submit(query, size=len(labels))
-    ids, scores, strategy, timings = future.result(timeout=REQUEST_TIMEOUT_S)
+    ids, scores, filtered, timings = future.result(timeout=REQUEST_TIMEOUT_S)
     fetched = time.perf_counter()
     results = []
     for label, hit_ids, fast in zip(labels, ids, scores):
@@ -226,7 +226,7 @@ class SearchService:
       found['rerank_budget_ms'] = (self.options.rerank_budget_ms if budget_ms is None
                                    else budget_ms) or None
     if passed is not None:
-      found['filter'] = {'matched': int(passed.sum()), 'strategy': strategy}
+      found['filter'] = filtered
     timings['total_ms'] = 1000 * (end - start)
     found.update(timings_ms={name: round(value, 3) for name, value in timings.items()},
                  model_step=self.model_step, index_size=len(self.index))
