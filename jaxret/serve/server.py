@@ -19,10 +19,13 @@ server goes on serving. Writes need `Authorization: Bearer <token>`
 (`jaxret/serve/auth.py`). Bodies are parsed here rather than by FastAPI so
 that every refusal names its cause (not valid UTF-8, malformed JSON, not an
 object) and an oversized body is refused from its Content-Length before it is
-read. Route handlers are plain functions: Starlette runs them in its thread
-pool, and concurrent requests meet in the service's micro-batcher.
+read. Handlers that block run in Starlette's thread
+pool, and concurrent requests meet in the service's micro-batcher. A plain
+text search (no re-ranking, filter or image, the common case) is queued from
+the event loop and awaited there, without a thread of its own.
 """
 
+import asyncio
 import json
 import signal
 import socket
@@ -209,6 +212,18 @@ def make_app(service, write_token=None):
     logging.exception('internal error on %s %s', request.method, request.url.path)
     return _error(500, f'internal error ({type(error).__name__}); the server goes on serving')
 
+  async def run_search(texts, k, rerank, filter_expression=None, budget_ms=None, image=None,
+                       image_id=None):
+    """`service.search`: a plain text search awaited on the event loop; one that blocks
+    (re-ranking, a filter's mask, embedding an image) in the thread pool."""
+    if rerank or filter_expression is not None or image is not None or image_id is not None:
+      return await concurrency.run_in_threadpool(service.search, texts, k, rerank,
+                                                 filter_expression, budget_ms, image, image_id)
+    pending = service.begin_search(texts, k, budget_ms=budget_ms)
+    result = await asyncio.wait_for(asyncio.wrap_future(pending.future),
+                                    service_lib.REQUEST_TIMEOUT_S)
+    return pending.finish(result)
+
   def with_urls(result):
     result['image_urls'] = [image_url(image_id) for image_id in result['ids']]
     return result
@@ -227,7 +242,7 @@ def make_app(service, write_token=None):
                _parameter('k', 'integer', False, 'results (default 10)'),
                _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
                _parameter('budget_ms', 'number', False, 're-ranking latency budget')]})
-  def search_get(request: fastapi.Request):
+  async def search_get(request: fastapi.Request):
     """One text query."""
     params = _query_params(request, SEARCH_PARAMS)
     if 'q' not in params:
@@ -236,8 +251,8 @@ def make_app(service, write_token=None):
     if 'k' not in params:
       k = min(k, len(service.index))
     budget = _float(params['budget_ms'], 'budget_ms') if params.get('budget_ms') else None
-    found = service.search([params['q']], k, _flag(params.get('rerank', '0'), 'rerank'),
-                           budget_ms=budget)
+    found = await run_search([params['q']], k, _flag(params.get('rerank', '0'), 'rerank'),
+                             budget_ms=budget)
     result = with_urls(found.pop('results')[0])
     return _response(200, {**result, **found})
 
@@ -250,9 +265,8 @@ def make_app(service, write_token=None):
       raise HttpError(400, 'missing "queries": a list of query texts (or an "image" or '
                       '"image_id" to search with)')
     k = body.k if body.k is not None else min(service.options.default_k, len(service.index))
-    found = await concurrency.run_in_threadpool(
-        service.search, body.queries, k, body.rerank, raw.get('filter'), body.budget_ms,
-        body.image, body.image_id)
+    found = await run_search(body.queries, k, body.rerank, raw.get('filter'), body.budget_ms,
+                             body.image, body.image_id)
     found['results'] = [with_urls(result) for result in found['results']]
     return _response(200, found)
 

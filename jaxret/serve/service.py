@@ -19,6 +19,7 @@ import io
 import os
 import threading
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -58,6 +59,13 @@ class Options:
   max_wait_ms: float = 0.0  # Extra wait for company; 0: batch whatever is queued.
   batch_buckets: tuple = encoder_lib.BATCH_BUCKETS
   rerank_budget_ms: float = 0.0  # Default re-ranking budget; 0: the re-ranker's own K.
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+  """A queued search: the batcher's future, and the function that makes the answer."""
+  future: Any
+  finish: Any
 
 
 class SearchService:
@@ -168,6 +176,15 @@ class SearchService:
     'fast_ids']}], 'timings_ms', 'model_step', 'index_size'[, 'filter', 'rerank_k',
     'rerank_budget_ms']}.
     """
+    pending = self.begin_search(texts, k, rerank, filter_expression, budget_ms, image,
+                                image_id)
+    return pending.finish(pending.future.result(timeout=REQUEST_TIMEOUT_S))
+
+  def begin_search(self, texts=None, k=10, rerank=False, filter_expression=None, budget_ms=None,
+                   image=None, image_id=None):
+    """Checks a search (as `search`) and queues it: a `Pending` whose `future` gives the
+    micro-batch's result and whose `finish(result)` makes the answer (re-ranking if asked),
+    so that an asynchronous server can wait without holding a thread."""
     start = time.perf_counter()
     image_query = image is not None or image_id is not None
     if image_query:
@@ -200,37 +217,41 @@ class SearchService:
       query = Query(prepared, None, fast_k, passed)
       labels = texts
     future = self.batcher.submit(query, size=len(labels))
-    ids, scores, filtered, timings = future.result(timeout=REQUEST_TIMEOUT_S)
-    fetched = time.perf_counter()
-    results = []
-    for label, hit_ids, fast in zip(labels, ids, scores):
-      entry = {'query': label}
+
+    def finish(result):
+      ids, scores, filtered, timings = result
+      fetched = time.perf_counter()
+      results = []
+      for label, hit_ids, fast in zip(labels, ids, scores):
+        entry = {'query': label}
+        if rerank:
+          entry['fast_ids'] = hit_ids[:k].tolist()
+          scores = self.reranker(label, hit_ids.tolist(), fast)
+          final, slow = scores if isinstance(scores, tuple) else (scores, scores)
+          final, slow = np.asarray(final, np.float32), np.asarray(slow, np.float32)
+          order = np.argsort(-final, kind='stable')[:k]
+          hit_ids, fast = hit_ids[order], fast[order]
+          entry['slow_scores'] = slow[order].tolist()
+          if isinstance(scores, tuple):
+            entry['final_scores'] = final[order].tolist()
+        entry['ids'] = hit_ids.tolist()
+        entry['fast_scores'] = fast.tolist()
+        results.append(entry)
+      end = time.perf_counter()
+      found = {'k': k, 'rerank': bool(rerank), 'results': results}
       if rerank:
-        entry['fast_ids'] = hit_ids[:k].tolist()
-        scores = self.reranker(label, hit_ids.tolist(), fast)
-        final, slow = scores if isinstance(scores, tuple) else (scores, scores)
-        final, slow = np.asarray(final, np.float32), np.asarray(slow, np.float32)
-        order = np.argsort(-final, kind='stable')[:k]
-        hit_ids, fast = hit_ids[order], fast[order]
-        entry['slow_scores'] = slow[order].tolist()
-        if isinstance(scores, tuple):
-          entry['final_scores'] = final[order].tolist()
-      entry['ids'] = hit_ids.tolist()
-      entry['fast_scores'] = fast.tolist()
-      results.append(entry)
-    end = time.perf_counter()
-    found = {'k': k, 'rerank': bool(rerank), 'results': results}
-    if rerank:
-      timings['rerank_ms'] = 1000 * (end - fetched)
-      found['rerank_k'] = min(max(k, num_candidates), len(self.index))
-      found['rerank_budget_ms'] = (self.options.rerank_budget_ms if budget_ms is None
-                                   else budget_ms) or None
-    if passed is not None:
-      found['filter'] = filtered
-    timings['total_ms'] = 1000 * (end - start)
-    found.update(timings_ms={name: round(value, 3) for name, value in timings.items()},
-                 model_step=self.model_step, index_size=len(self.index))
-    return found
+        timings['rerank_ms'] = 1000 * (end - fetched)
+        found['rerank_k'] = min(max(k, num_candidates), len(self.index))
+        found['rerank_budget_ms'] = (self.options.rerank_budget_ms if budget_ms is None
+                                     else budget_ms) or None
+      if passed is not None:
+        found['filter'] = filtered
+      timings['total_ms'] = 1000 * (end - start)
+      found.update(timings_ms={name: round(value, 3) for name, value in timings.items()},
+                   model_step=self.model_step, index_size=len(self.index))
+      return found
+
+    return Pending(future, finish)
 
   # Changing the gallery.
 
