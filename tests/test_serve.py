@@ -715,3 +715,29 @@ def test_web_page_shows_the_fast_and_reranked_orders(tmp_path):
     server.shutdown()
     server.server_close()
     service.close()
+
+
+def test_write_token_sources_and_checks(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from jaxret.serve import auth
+  token_file = tmp_path / 'token'
+  token_file.write_text(TOKEN + '\n')
+  assert auth.load_token(str(token_file), environ={}) == TOKEN
+  # The flag's file wins over the environment; without either, writes are disabled.
+  assert auth.load_token(str(token_file), environ={auth.ENV_VAR: 'y' * 20}) == TOKEN
+  assert auth.load_token(None, environ={auth.ENV_VAR: 'y' * 20}) == 'y' * 20
+  assert auth.load_token(None, environ={}) is None
+  for bad, fragment in [('short', 'at least 16'), ('has a space in it ok', 'without spaces')]:
+    token_file.write_text(bad)
+    with pytest.raises(errors.UserError, match=fragment):
+      auth.load_token(str(token_file), environ={})
+  with pytest.raises(errors.UserError, match='cannot read the write token file'):
+    auth.load_token(str(tmp_path / 'missing'), environ={})
+  auth.check(TOKEN, f'Bearer {TOKEN}')
+  auth.check(TOKEN, f'bearer  {TOKEN} ')
+  for token, header, status in [(None, f'Bearer {TOKEN}', 403), (TOKEN, None, 401),
+                                (TOKEN, 'Bearer', 401), (TOKEN, TOKEN, 401),
+                                (TOKEN, f'Bearer {TOKEN[:-1]}', 403)]:
+    with pytest.raises(auth.Refused) as refused:
+      auth.check(token, header)
+    assert refused.value.status == status
