@@ -22,11 +22,18 @@ held-out query vector N, so its latency is HTTP + batching + ScaNN. The
 synthetic gallery has no slow model either, so "with re-ranking" uses a stand-in
 that re-scores the candidates exactly: it measures the hook's plumbing; the slow
 re-ranker's own cost is measured in docs/fast_slow.md.
+
+The HTTP figures are measured side by side for today's server (FastAPI on
+uvicorn) and the hand-written `http.server` it replaced (taken from git
+history, --old-server-commit, into a temporary module), alternating the two
+for --rounds rounds on the same service, gallery and queries; each figure is
+the median over the rounds, with every round's value kept.
 """
 
 import argparse
 import concurrent.futures
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -289,6 +296,7 @@ class VectorQueries:
 class ExactRescorer:
   """Stand-in re-ranker: re-scores the candidates by exact inner product (no slow model)."""
   name = 'exact-rescore stand-in'
+  bucket_costs_ms = {}  # No latency budgets: it re-scores whatever it is given.
 
   def __init__(self, index, database, vectors_of, num_candidates=100):
     self.row_of = {image_id: row for row, image_id in enumerate(index.ids.tolist())}
@@ -302,9 +310,57 @@ class ExactRescorer:
     return self.database[rows] @ self.vectors_of(query)
 
 
-def http_latency(service, texts, requests, clients, rerank=False):
+OLD_SERVER_COMMIT = '8503893'  # The last commit with the hand-written http.server.
+
+
+def load_old_server(commit, folder):
+  """The `jaxret/serve/server.py` of `commit` as a module (it serves today's service)."""
+  source = subprocess.run(['git', 'show', f'{commit}:jaxret/serve/server.py'], check=True,
+                          capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+  path = os.path.join(folder, 'old_server.py')
+  with open(path, 'w') as f:
+    f.write(source)
+  spec = importlib.util.spec_from_file_location('old_server', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _median_of_rounds(rounds):
+  """{'one_client': {...}, 'N_clients': {...}} with each figure the median over rounds."""
+  summary = {'rerank': rounds[0]['rerank'], 'rounds': len(rounds)}
+  for part in rounds[0]:
+    if part == 'rerank':
+      continue
+    summary[part] = {name: float(np.median([r[part][name] for r in rounds]))
+                     for name in rounds[0][part]}
+    summary[part]['per_round'] = {name: [r[part][name] for r in rounds]
+                                  for name in rounds[0][part] if name != 'requests'}
+  return summary
+
+
+def http_side_by_side(service, texts, args, rerank=False):
+  """(today's server, the old http.server) latency and throughput, alternated by round."""
+  servers = {'fastapi_uvicorn': server_lib.make_server}
+  if args.old_server_commit:
+    with tempfile.TemporaryDirectory() as folder:
+      servers['http_server'] = load_old_server(args.old_server_commit, folder).make_server
+  rounds = {name: [] for name in servers}
+  for _ in range(args.rounds):
+    for name, make in servers.items():
+      rounds[name].append(http_latency(service, texts, args.requests, args.clients, rerank,
+                                       make))
+  found = {name: _median_of_rounds(values) for name, values in rounds.items()}
+  if args.old_server_commit:
+    found['http_server']['commit'] = args.old_server_commit
+  return found
+
+
+def http_latency(service, texts, requests, clients, rerank=False,
+                 make_server=server_lib.make_server):
   """p50/p99 of GET /search over loopback: one client, then `clients` at once."""
-  server = server_lib.make_server(service, '127.0.0.1', 0)
+  server = make_server(service, '127.0.0.1', 0)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
   host, port = server.server_address[:2]
@@ -357,7 +413,9 @@ def synthetic(args):
   texts = [f'q{i}' for i in range(len(queries))]
   service = service_lib.SearchService(index, VectorQueries(queries), model_step=0)
   try:
-    section['http_search'] = http_latency(service, texts, args.requests, args.clients)
+    side_by_side = http_side_by_side(service, texts, args)
+    section['http_search'] = side_by_side.pop('fastapi_uvicorn')
+    section['http_search_before'] = side_by_side.get('http_server')
   finally:
     service.close()
   rescorer = ExactRescorer(index, database, lambda text: queries[int(text[1:])])
@@ -395,8 +453,9 @@ def builtin(args):
   service = service_lib.from_workdir(config, workdir)
   try:
     section['warmup_seconds'] = service.warmup_seconds
-    section['http_search'] = http_latency(service, [str(t) for t in texts], args.requests,
-                                          args.clients)
+    side_by_side = http_side_by_side(service, [str(t) for t in texts], args)
+    section['http_search'] = side_by_side.pop('fastapi_uvicorn')
+    section['http_search_before'] = side_by_side.get('http_server')
   finally:
     service.close()
   return section
@@ -414,6 +473,9 @@ def main():
   parser.add_argument('--seconds', type=float, default=1.0, help='per QPS measurement')
   parser.add_argument('--requests', type=int, default=400, help='per latency measurement')
   parser.add_argument('--clients', type=int, default=8)
+  parser.add_argument('--rounds', type=int, default=3, help='alternated HTTP measurements')
+  parser.add_argument('--old-server-commit', default=OLD_SERVER_COMMIT,
+                      help="the http.server to compare with ('': none)")
   parser.add_argument('--hnsw-m', type=int, default=32)
   parser.add_argument('--hnsw-ef-construction', type=int, default=80)
   parser.add_argument('--skip-faiss', action='store_true')

@@ -137,6 +137,9 @@ def get_config(arg=None):
   config.rerank.slow_workdir = ''
   config.rerank.k = 25  # Candidates re-ranked when serving.
   config.rerank.beta = 1.0  # final = h + β · fast score.
+  # Serving: a latency budget per query (ms) picks the largest candidate bucket whose
+  # measured cost fits (0: re-rank `k` candidates); a request's budget_ms overrides it.
+  config.rerank.budget_ms = 0.0
   # Shapes the slow scorer compiles for (jaxret/rerank/scorer.py), and the
   # stored visual tokens' dtype.
   config.rerank.candidate_buckets = (10, 50, 100)

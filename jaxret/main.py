@@ -45,6 +45,9 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index.')
 # --mode=serve.
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address --mode=serve listens on.')
 _PORT = flags.DEFINE_integer('port', 8000, 'Port --mode=serve listens on (0: a free one).')
+_WRITE_TOKEN_FILE = flags.DEFINE_string(
+    'write_token_file', None, 'File holding the token that POST/DELETE /items need '
+    '(default: $JAXRET_WRITE_TOKEN; neither: writes are disabled).')
 
 
 def _one_line(error):
@@ -89,7 +92,8 @@ def _config(mode, workdir):
   return workdir_config.load(workdir)
 
 
-def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0.1', port=8000):
+def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0.1', port=8000,
+        write_token_file=None):
   """Runs one mode (or all of them, for demo). Importable for tests and scripts."""
   query_text = config.query.text if query_text is None else query_text
   k = config.query.k if k is None else k
@@ -116,7 +120,7 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
   if mode == 'serve':
-    server.serve(config, workdir, host, port)
+    server.serve(config, workdir, host, port, write_token_file=write_token_file)
 
 
 def main(argv):
@@ -128,7 +132,7 @@ def main(argv):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     config = _config(_MODE.value, _WORKDIR.value)
     run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value,
-        host=_HOST.value, port=_PORT.value)
+        host=_HOST.value, port=_PORT.value, write_token_file=_WRITE_TOKEN_FILE.value)
   except (errors.UserError, errors.RunError) as e:
     sys.exit(f'error: {e}')
   except errors.Preempted as e:

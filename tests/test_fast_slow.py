@@ -242,3 +242,27 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   final, slow_scores = reranker('a big red circle', candidates, [0.5, 0.4, 0.3])
   np.testing.assert_allclose(final, slow_scores + reranker.beta * np.array([0.5, 0.4, 0.3]),
                              rtol=1e-5)
+
+
+def test_reranker_measures_each_candidate_bucket():
+  class Scorer:
+    candidate_buckets = (2, 4)
+    seen = []
+
+    def score(self, tokens, mask, visual):
+      self.seen.append(visual.shape[:2])
+      return np.zeros(visual.shape[:2], np.float32)
+
+  class Tokenizer:
+    def encode(self, texts):
+      return np.ones((len(texts), 8), np.int32), np.ones((len(texts), 8), np.int32)
+
+  scorer = Scorer()
+  reranker = reranker_lib.FastSlowReranker(scorer, Tokenizer(), np.arange(10),
+                                           np.zeros((10, 3, 4), np.float32), num_candidates=4,
+                                           beta=1.0)
+  costs = reranker.measure_costs(repeats=2)
+  assert set(costs) == {2, 4} and all(ms >= 0 for ms in costs.values())
+  assert reranker.bucket_costs_ms is costs
+  # Each bucket: one call to compile, then the timed repeats, on that many candidates.
+  assert scorer.seen == [(1, 2)] * 3 + [(1, 4)] * 3

@@ -183,3 +183,104 @@ def test_large_k_on_a_tree_returns_k_real_hits(tmp_path):
   for q in range(5):
     assert len(set(found[q].tolist())) == 600
     np.testing.assert_allclose(scores[q], gallery[found[q]] @ queries[q], atol=1e-4)
+
+
+def _filtered_exact(queries, vectors, passed, k):
+  rows = np.flatnonzero(passed)
+  found, _ = exact.top_k(queries, vectors[rows], min(k, len(rows)))
+  return rows[found]
+
+
+@pytest.mark.parametrize('method', ['brute_force', 'tree_ah'])
+def test_filtered_search_returns_only_passing_items(tmp_path, method):
+  vectors, queries = _gallery(n=3000, d=16)
+  ids = np.arange(3000) * 7
+  metadata = [{'tag': 'abcdefghij'[i % 10], 'year': 1990 + i % 40,
+               'day': f'2020-01-{1 + i % 28:02d}'} for i in range(3000)]
+  metadata[5] = {'tag': 'a'}  # Missing fields pass no condition on them.
+  store.build(vectors, ids, step=1, index_config=_config(method), out_dir=str(tmp_path),
+              metadata=metadata)
+  index = store.load(str(tmp_path))
+  assert index.metadata.types == {'tag': 'string', 'year': 'number', 'day': 'date'}
+  assert index.metadata.row(5) == {'tag': 'a'}
+  assert index.metadata.row(6) == {'tag': 'g', 'year': 1996, 'day': '2020-01-07'}
+  tags = np.array([m['tag'] for m in metadata])
+  years = np.array([m.get('year', np.nan) for m in metadata])
+  days = np.array([int(m['day'][-2:]) if 'day' in m else 0 for m in metadata])
+  cases = [
+      ({'tag': 'a'}, tags == 'a'),
+      ({'tag': {'in': ['a', 'b', 'c', 'd', 'e']}}, np.isin(tags, list('abcde'))),
+      ({'year': {'gte': 2000, 'lt': 2010}}, (years >= 2000) & (years < 2010)),
+      ({'tag': {'in': ['b', 'z']}, 'year': {'gt': 2020}}, (tags == 'b') & (years > 2020)),
+      ({'day': {'lte': '2020-01-03'}}, (days >= 1) & (days <= 3)),
+      ({'year': 1995}, years == 1995),
+      ({'tag': 'nowhere'}, np.zeros(3000, bool)),
+  ]
+  for expression, expected in cases:
+    mask = index.filter_mask(expression)
+    np.testing.assert_array_equal(mask.passed, expected, err_msg=str(expression))
+    found, scores, report = index.search_filtered(queries[:20], 10, mask)
+    strategy = report['strategy']
+    assert report['matched'] == expected.sum()
+    assert found.shape == (20, min(10, expected.sum()))
+    assert set(found.ravel().tolist()) <= set(ids[expected].tolist())
+    assert strategy == ('exact' if method == 'brute_force' or expected.mean() < 0.05
+                        else 'scann')
+    truth = ids[_filtered_exact(queries[:20], vectors, expected, 10)]
+    recall = np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]
+                     if expected.any() else 1.0)
+    assert recall >= 0.95, (expression, recall)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+@pytest.mark.parametrize('expression, fragment', [
+    ({'color': 'red'}, "unknown filter field 'color'"),
+    ({'tag': ['a']}, 'malformed filter'),
+    ({'tag': {'eq': 'a'}}, 'malformed filter'),
+    ({'tag': {'in': []}}, 'non-empty list'),
+    ({'tag': {'in': 'a'}}, 'non-empty list'),
+    ({'tag': {'gte': 'a'}}, 'ranges apply to numbers and dates'),
+    ({'tag': 3}, 'is not a string'),
+    ({'year': 'x'}, 'is not a number'),
+    ({'year': {'gte': True}}, 'is not a number'),
+    ({'day': {'gte': '2020-13-01'}}, 'is not a date'),
+    ({'tag': {'in': ['a'], 'gte': 1}}, 'cannot be combined'),
+    (['tag'], 'must be an object'),
+])
+def test_bad_filters_are_refused(tmp_path, expression, fragment):
+  vectors, _ = _gallery(n=60, d=8)
+  store.build(vectors, np.arange(60), step=1, index_config=_config('brute_force'),
+              out_dir=str(tmp_path), metadata=[{'tag': 'a', 'year': 2000, 'day': '2020-01-01'}
+                                               for _ in range(60)])
+  with pytest.raises(errors.UserError, match=fragment):
+    store.load(str(tmp_path)).filter_mask(expression)
+
+
+def test_metadata_follows_changes_and_bad_metadata_changes_nothing(tmp_path):
+  vectors, _ = _gallery(n=60, d=8)
+  store.build(vectors, np.arange(60), step=1, index_config=_config('brute_force'),
+              out_dir=str(tmp_path), metadata=[{'tag': 'old'} for _ in range(60)])
+  index = store.load(str(tmp_path))
+  index.upsert([100, 3], vectors[:2], [{'tag': 'new', 'when': '2021-05-06'}, None])
+  index.delete([0, 1])  # Rows move: the metadata moves with them.
+  index.save()
+  index = store.load(str(tmp_path))
+  assert index.metadata.row(index.ids.tolist().index(100)) == {'tag': 'new', 'when': '2021-05-06'}
+  assert index.metadata.row(index.ids.tolist().index(3)) == {'tag': 'old'}  # None kept it.
+  stale = index.filter_mask({'tag': 'new'})
+  assert index.ids[stale.passed].tolist() == [100]
+  index.upsert([300], vectors[:1], [{'tag': 'new'}])  # A change after the mask: it is redone.
+  found, _, report = index.search_filtered(vectors[:1], 5, stale)
+  assert report['matched'] == 2 and set(found[0].tolist()) == {100, 300}
+  index.delete([300])
+  np.testing.assert_allclose(index.vector_of(100), vectors[0])
+  before = (index.ids.copy(), {k: v.copy() for k, v in index.metadata.columns.items()})
+  for bad in ([{'tag': 5}], [{'when': 'yesterday'}], [{'x': [1]}], [{'': 1}], ['tag']):
+    with pytest.raises(errors.UserError):
+      index.upsert([200], vectors[:1], bad)
+  with pytest.raises(errors.UserError, match='holds strings'):  # Two new types in one call.
+    index.upsert([201, 202], vectors[:2], [{'colour': 'red'}, {'colour': 7}])
+  np.testing.assert_array_equal(index.ids, before[0])
+  assert set(index.metadata.columns) == set(before[1])
+  for name, column in before[1].items():
+    np.testing.assert_array_equal(index.metadata.columns[name], column)

@@ -31,6 +31,8 @@ from jaxret.serve import encoder
 
 TINY = 'configs/demo.py:runlocal'
 START_TIMEOUT_S = 240
+TOKEN = 'test-write-token-0123456789'
+WRITER = {'Authorization': f'Bearer {TOKEN}'}
 
 
 # Parts that need no model.
@@ -105,7 +107,8 @@ class Client:
       try:
         self.connection.request(method, path, body=body, headers=headers or {})
         response = self.connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        # Header names are case-insensitive (uvicorn sends them in lower case).
+        return response.status, response.headers, response.read()
       except (http.client.RemoteDisconnected, ConnectionError, BrokenPipeError):
         self.connection.close()
         self.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
@@ -116,8 +119,8 @@ class Client:
   def close(self):
     self.connection.close()
 
-  def json(self, method, path, body=None):
-    status, headers, raw = self.request(method, path, body)
+  def json(self, method, path, body=None, headers=None):
+    status, headers, raw = self.request(method, path, body, headers)
     assert headers['Content-Type'] == 'application/json', (status, raw[:200])
     return status, json.loads(raw)
 
@@ -132,7 +135,7 @@ def served(tmp_path_factory):
   run_main('--mode=demo', f'--config={TINY}', f'--workdir={trained}')
   workdir = tmp_path_factory.mktemp('moved') / 'workdir'
   shutil.move(str(trained), str(workdir))
-  env = subprocess_env(1)
+  env = dict(subprocess_env(1), JAXRET_WRITE_TOKEN=TOKEN)
   process = subprocess.Popen(
       [sys.executable, '-m', 'jaxret.main', '--mode=serve', f'--workdir={workdir}', '--port=0'],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -272,6 +275,17 @@ LONG = ' '.join(['red'] * 40)
     ('POST', '/items', {'items': [{'id': 5, 'image': 'not base64!'}]}, 400, 'base64'),
     ('POST', '/items', {'items': [{'id': 5, 'image': base64.b64encode(b'GIF89a').decode()}]},
      400, 'PNG or JPEG'),
+    ('POST', '/search', {'queries': ['a'], 'filter': {'tag': 'x'}}, 400,
+     "unknown filter field 'tag'"),
+    ('POST', '/search', {'queries': ['a'], 'filter': {'layout': ['x']}}, 400, 'malformed filter'),
+    ('POST', '/search', {'queries': ['a'], 'filter': {'objects': {'near': 2}}}, 400,
+     'malformed filter'),
+    ('POST', '/search', {'queries': ['a'], 'filter': 'layout'}, 400, 'malformed filter'),
+    ('POST', '/search', {'image': base64.b64encode(b'GIF89a').decode()}, 400, 'PNG or JPEG'),
+    ('POST', '/search', {'image': 'not base64!'}, 400, 'base64'),
+    ('POST', '/search', {'image_id': 31337}, 400, 'not in the gallery'),
+    ('POST', '/search', {'image_id': 3, 'queries': ['a']}, 400, 'not both'),
+    ('POST', '/search', {'queries': ['a'], 'budget_ms': 5}, 400, 'applies to re-ranking'),
     ('GET', '/nowhere', None, 404, 'no such path'),
     ('PUT', '/search', None, 405, 'not allowed'),
     ('DELETE', '/search', None, 405, 'not allowed'),
@@ -279,13 +293,96 @@ LONG = ' '.join(['red'] * 40)
 def test_bad_input_gets_a_4xx_and_the_server_goes_on(served, method, path, body, status,
                                                      fragment):
   client, _, arrays = served
-  got, headers, raw = client.request(method, path, body)
+  got, headers, raw = client.request(method, path, body, WRITER if path == '/items' else None)
   assert got == status, raw[:300]
   if fragment is not None:
     assert headers['Content-Type'] == 'application/json'
     assert fragment in json.loads(raw)['error']
   text = str(arrays['texts'][0])
-  assert client.get('/search', q=text, k=1)[0] == 200
+  status, found = client.get('/search', q=text, k=1)
+  assert status == 200 and found['index_size'] == 64  # Nothing in the index changed.
+
+
+def _gallery_metadata(workdir):
+  from jaxret.index import store  # pylint: disable=import-outside-toplevel
+  index = store.load(str(workdir / 'index'))
+  return {image_id: index.metadata.row(row) for row, image_id in enumerate(index.ids.tolist())}
+
+
+def test_filters_return_the_exact_filtered_top_k(served):
+  client, workdir, arrays = served
+  metadata = _gallery_metadata(workdir)
+  assert set(client.get('/healthz')[1]['metadata_fields']) == {'layout', 'objects', 'colour',
+                                                                'shape'}
+  layouts = sorted({m['layout'] for m in metadata.values()})
+  text = str(arrays['texts'][7])
+  for expression, passes in [
+      ({'layout': layouts[0]}, lambda m: m['layout'] == layouts[0]),
+      ({'objects': {'gte': 2}, 'layout': {'in': layouts[:2]}},
+       lambda m: m['objects'] >= 2 and m['layout'] in layouts[:2]),
+      ({'shape': 'no such shape'}, lambda m: False)]:
+    status, body = client.json('POST', '/search', {'queries': [text], 'k': 5,
+                                                   'filter': expression})
+    assert status == 200, body
+    keep = np.array([passes(metadata[int(i)]) for i in arrays['image_ids']])
+    scores = arrays['image_emb'] @ arrays['text_emb'][arrays['texts'].tolist().index(text)]
+    order = [r for r in np.argsort(-scores, kind='stable') if keep[r]][:5]
+    assert body['results'][0]['ids'] == arrays['image_ids'][order].tolist(), expression
+    assert body['filter'] == {'matched': int(keep.sum()), 'strategy': 'exact'}
+
+
+def test_image_queries(served):
+  client, _, arrays = served
+  image_id = int(arrays['image_ids'][3])
+  status, by_id = client.json('POST', '/search', {'image_id': image_id, 'k': 3})
+  assert status == 200, by_id
+  result = by_id['results'][0]
+  assert result['ids'][0] == image_id and result['fast_scores'][0] == pytest.approx(1, abs=1e-3)
+  expected = np.argsort(-(arrays['image_emb'] @ arrays['image_emb'][3]), kind='stable')[:3]
+  assert result['ids'] == arrays['image_ids'][expected].tolist()
+  png = client.request('GET', f'/image?id={image_id}')[2]
+  status, uploaded = client.json('POST', '/search', {'image': base64.b64encode(png).decode(),
+                                                     'k': 3})
+  assert status == 200, uploaded
+  assert uploaded['results'][0]['ids'] == result['ids']
+  np.testing.assert_allclose(uploaded['results'][0]['fast_scores'], result['fast_scores'],
+                             atol=1e-3)
+
+
+def test_writes_need_the_token(served):
+  client, workdir, _ = served
+  manifest = (workdir / 'index' / 'manifest.json').read_bytes()
+  delete = json.dumps({'ids': [int(_gallery_ids(client)[0])]}).encode()
+  for headers, status, fragment in [
+      ({}, 401, 'Authorization: Bearer'),
+      ({'Authorization': 'Basic dXNlcjpwdw=='}, 401, 'Authorization: Bearer'),
+      ({'Authorization': 'Bearer wrong-token-0123456789'}, 403, 'wrong'),
+      ({'Authorization': f'Bearer {TOKEN}x'}, 403, 'wrong')]:
+    for method in ('POST', 'DELETE'):
+      body = delete if method == 'DELETE' else json.dumps({'items': [{'id': 5}]}).encode()
+      got, response_headers, raw = client.request(method, '/items', body, headers)
+      assert got == status and fragment in json.loads(raw)['error'], raw
+      if status == 401:
+        assert response_headers['WWW-Authenticate'] == 'Bearer'
+  assert (workdir / 'index' / 'manifest.json').read_bytes() == manifest
+  assert client.get('/healthz')[1]['num_items'] == 64
+
+
+def _gallery_ids(client):
+  return [int(url.split('=')[1]) for url in client.get('/search', q='a red circle', k=64)[1][
+      'image_urls']]
+
+
+def test_openapi_schema(served):
+  client, _, _ = served
+  status, schema = client.get('/openapi.json')
+  assert status == 200
+  assert {'/search', '/items', '/healthz', '/image'} <= set(schema['paths'])
+  post = schema['paths']['/search']['post']['requestBody']['content']['application/json']
+  assert post['schema']['$ref'] == '#/components/schemas/SearchRequest'
+  fields = schema['components']['schemas']['SearchRequest']['properties']
+  assert {'queries', 'image', 'image_id', 'k', 'rerank', 'budget_ms', 'filter'} <= set(fields)
+  assert 'Item' in schema['components']['schemas']
 
 
 def test_oversized_or_lengthless_bodies_are_refused(served):
@@ -313,7 +410,7 @@ def test_add_and_delete_items(served):
   image_png = client.request('GET', f'/image?id={int(arrays["image_ids"][3])}')[2]
   items = [{'id': 900001, 'embedding': target.tolist()},
            {'id': 900002, 'image': base64.b64encode(image_png).decode()}]
-  status, body = client.json('POST', '/items', {'items': items})
+  status, body = client.json('POST', '/items', {'items': items}, WRITER)
   assert status == 200, body
   assert body['num_items'] == 66
   found = client.get('/search', q=text, k=3)[1]
@@ -327,12 +424,12 @@ def test_add_and_delete_items(served):
   manifest = json.loads((workdir / 'index' / 'manifest.json').read_text())
   assert manifest['num_items'] == 66 and manifest['changes_since_build']['added'] == 2
 
-  status, body = client.json('DELETE', '/items', {'ids': [900001, 900002]})
+  status, body = client.json('DELETE', '/items', {'ids': [900001, 900002]}, WRITER)
   assert status == 200 and body == {'deleted': 2, 'num_items': 64}
   found = client.get('/search', q=text, k=64)[1]
   assert not {900001, 900002} & set(found['ids'])
   assert client.get('/image', id='900002')[0] == 404
-  assert client.json('DELETE', '/items', {'ids': [900001]})[0] == 400
+  assert client.json('DELETE', '/items', {'ids': [900001]}, WRITER)[0] == 400
   assert client.get('/healthz')[1]['num_items'] == 64
 
 
@@ -382,25 +479,33 @@ def _browser():
   return chromium, driver
 
 
-def test_web_page_in_a_browser(served, tmp_path):
+def _chrome(tmp_path):
+  """A headless Chromium driven by selenium."""
   # pylint: disable=import-outside-toplevel
   chromium, driver_path = _browser()
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
-  from selenium.webdriver.common.by import By
-  from selenium.webdriver.support import expected_conditions
-  from selenium.webdriver.support.ui import WebDriverWait
-  client, _, arrays = served
   options = webdriver.ChromeOptions()
   options.binary_location = chromium
   for flag in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
                '--disable-background-networking', '--disable-component-update',
                '--disable-sync', '--no-first-run', f'--user-data-dir={tmp_path / "profile"}'):
     options.add_argument(flag)
-  browser = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+  return webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+
+
+def test_web_page_in_a_browser(served, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from selenium.common.exceptions import StaleElementReferenceException
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support import expected_conditions
+  from selenium.webdriver.support.ui import WebDriverWait
+  client, _, arrays = served
+  browser = _chrome(tmp_path)
   try:
     browser.get(f'http://{client.host}:{client.port}/')
-    wait = WebDriverWait(browser, 30)
+    # A new search replaces the result elements: one found just before is then stale.
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda b: 'images' in b.find_element(By.ID, 'about').text)
     text = str(arrays['texts'][7])
     k_box = browser.find_element(By.ID, 'k')
@@ -422,6 +527,31 @@ def test_web_page_in_a_browser(served, tmp_path):
     query_box.send_keys(LONG + '\n')
     wait.until(expected_conditions.text_to_be_present_in_element(
         (By.ID, 'error'), 'too long for the model'))
+    # A dropped image is the query: a gallery image's own PNG finds it first.
+    image_id = int(arrays['image_ids'][3])
+    png = client.request('GET', f'/image?id={image_id}')[2]
+    browser.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'query.png', {type: 'image/png'}));
+        document.getElementById('drop').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        """, base64.b64encode(png).decode())
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'img.hit-image')[0].get_attribute(
+        'alt') == f'image {image_id}')
+    assert browser.find_element(By.ID, 'error').text == ''
+    # A filter narrows the results; a malformed one shows the server's one-line refusal.
+    filter_box = browser.find_element(By.ID, 'filter')
+    filter_box.send_keys('{"objects": {"gte": 9}}')
+    query_box.clear()
+    query_box.send_keys(text + '\n')
+    wait.until(expected_conditions.text_to_be_present_in_element((By.ID, 'status'),
+                                                                 'filter matched 0'))
+    filter_box.clear()
+    filter_box.send_keys('{"nope": 1}')
+    query_box.send_keys('\n')
+    wait.until(expected_conditions.text_to_be_present_in_element(
+        (By.ID, 'error'), "unknown filter field 'nope'"))
   finally:
     browser.quit()
 
@@ -463,6 +593,7 @@ class _ReverseReranker:
   """Scores candidates in reverse order of the fast ranking (so the order visibly changes)."""
   name = 'reverse'
   num_candidates = 6
+  bucket_costs_ms = {2: 1.0, 4: 5.0, 6: 50.0}
 
   def __init__(self):
     self.calls = []
@@ -472,7 +603,9 @@ class _ReverseReranker:
     return -np.asarray(fast_scores) * 2
 
 
-def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+def _rerank_server(tmp_path):
+  """(server, service, index, reranker, client): 50 random vectors, ids im0..im49, served
+  in this process with the reverse re-ranker and no write token."""
   # pylint: disable=import-outside-toplevel
   import ml_collections
   from jaxret.index import store
@@ -493,7 +626,11 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
   server = server_lib.make_server(service, '127.0.0.1', 0)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
-  client = Client(*server.server_address[:2])
+  return server, service, index, reranker, Client(*server.server_address[:2])
+
+
+def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
+  server, service, index, reranker, client = _rerank_server(tmp_path)
   try:
     fast = client.get('/search', q='q3', k=3)[1]
     assert fast['ids'][0] == 'im3' and 'slow_scores' not in fast
@@ -509,6 +646,23 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
     assert client.get('/healthz')[1]['reranker'] == 'reverse'
     batch = client.json('POST', '/search', {'queries': ['q1', 'q2'], 'k': 2, 'rerank': True})[1]
     assert all(len(r['slow_scores']) == 2 for r in batch['results'])
+    # A latency budget picks the largest bucket whose measured cost fits: 4 candidates.
+    status, budget = client.get('/search', q='q3', k=3, rerank=1, budget_ms=10)
+    assert status == 200, budget
+    assert budget['rerank_k'] == 4 and budget['rerank_budget_ms'] == 10
+    assert len(reranker.calls[-1][1]) == 4 and budget['ids'] == reranker.calls[-1][1][::-1][:3]
+    assert budget['fast_ids'] == reranker.calls[-1][1][:3]  # The fast order, side by side.
+    assert budget['timings_ms']['rerank_ms'] >= 0
+    status, body = client.json('POST', '/search', {'queries': ['q3'], 'rerank': True,
+                                                   'budget_ms': 0.5})
+    assert status == 400 and 'no re-ranking bucket fits a budget of 0.5 ms' in body['error']
+    assert client.get('/search', q='q3', rerank=1, budget_ms=-1)[0] == 400
+    # No write token configured: writes are refused, saying how to enable them.
+    status, body = client.json('POST', '/items', {'items': [{'id': 'im99',
+                                                            'embedding': [1.0] + [0.0] * 7}]},
+                               {'Authorization': 'Bearer anything-at-all-123'})
+    assert status == 403 and 'JAXRET_WRITE_TOKEN' in body['error'], body
+    assert len(index) == 50
   finally:
     client.close()
     server.shutdown()
@@ -521,10 +675,68 @@ def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
   result = subprocess.run(
       [sys.executable, 'benchmarks/serving.py', '--only=synthetic', '--num=3000', '--dim=16',
        '--clusters=20', '--queries=64', '--batch=32', '--seconds=0.05', '--requests=16',
-       '--clients=2', '--skip-faiss', f'--out={out}'],
+       '--clients=2', '--rounds=1', '--skip-faiss', '--old-server-commit=', f'--out={out}'],
       cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   section = json.loads(out.read_text())['synthetic']
   assert section['recall_at_10']['jaxret_index'] >= 0.95
   assert section['http_search']['one_client']['p50_ms'] > 0
+  # The old http.server side by side needs git history; the test runs without it.
+  assert section['http_search_before'] is None
   assert section['index']['build_params']['method'] == 'brute_force'
+
+
+def test_web_page_shows_the_fast_and_reranked_orders(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+  server, service, _, reranker, client = _rerank_server(tmp_path)
+  browser = _chrome(tmp_path)
+  try:
+    browser.get(f'http://{client.host}:{client.port}/')
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, 'rerank-label').is_displayed())
+    browser.find_element(By.ID, 'rerank').click()
+    k_box = browser.find_element(By.ID, 'k')
+    k_box.clear()
+    k_box.send_keys('3')
+    browser.find_element(By.ID, 'query').send_keys('q3\n')
+    alts = lambda b, box: [img.get_attribute('alt') for img in b.find_elements(
+        By.CSS_SELECTOR, f'#{box} img.hit-image')]
+    wait.until(lambda b: len(alts(b, 'slow-results')) == 3)
+    candidates = reranker.calls[-1][1]
+    assert alts(browser, 'fast-results') == [f'image {i}' for i in candidates[:3]]
+    assert alts(browser, 'slow-results') == [f'image {i}' for i in candidates[::-1][:3]]
+    assert 're-rank K=6' in browser.find_element(By.ID, 'status').text
+  finally:
+    browser.quit()
+    client.close()
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+def test_write_token_sources_and_checks(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from jaxret.serve import auth
+  token_file = tmp_path / 'token'
+  token_file.write_text(TOKEN + '\n')
+  assert auth.load_token(str(token_file), environ={}) == TOKEN
+  # The flag's file wins over the environment; without either, writes are disabled.
+  assert auth.load_token(str(token_file), environ={auth.ENV_VAR: 'y' * 20}) == TOKEN
+  assert auth.load_token(None, environ={auth.ENV_VAR: 'y' * 20}) == 'y' * 20
+  assert auth.load_token(None, environ={}) is None
+  for bad, fragment in [('short', 'at least 16'), ('has a space in it ok', 'without spaces')]:
+    token_file.write_text(bad)
+    with pytest.raises(errors.UserError, match=fragment):
+      auth.load_token(str(token_file), environ={})
+  with pytest.raises(errors.UserError, match='cannot read the write token file'):
+    auth.load_token(str(tmp_path / 'missing'), environ={})
+  auth.check(TOKEN, f'Bearer {TOKEN}')
+  auth.check(TOKEN, f'bearer  {TOKEN} ')
+  for token, header, status in [(None, f'Bearer {TOKEN}', 403), (TOKEN, None, 401),
+                                (TOKEN, 'Bearer', 401), (TOKEN, TOKEN, 401),
+                                (TOKEN, f'Bearer {TOKEN[:-1]}', 403)]:
+    with pytest.raises(auth.Refused) as refused:
+      auth.check(token, header)
+    assert refused.value.status == status

@@ -208,6 +208,45 @@ def test_explain_gives_each_words_heatmap_and_refuses_unknown_ids(filip):
   assert digest(workdir) == before
 
 
+def test_filters_and_image_queries_compose_with_the_token_wise_order(filip):
+  service, url, _, _, arrays, _ = filip
+  text = str(arrays['texts'][3])
+  expression = {'layout': service.index.metadata.row(0)['layout']}
+  passed = set(service.index.ids[service.index.filter_mask(expression).passed].tolist())
+  assert 0 < len(passed) < len(service.index)
+  everything = service.search([text], 64)['results'][0]
+  token_score = dict(zip(everything['ids'], everything['token_scores']))
+  # A filtered text search: the passing shortlist, re-ordered token-wise.
+  status, found = _post(url, '/search', {'queries': [text], 'k': 5, 'filter': expression})
+  assert status == 200, found
+  hits = found['results'][0]
+  assert found['filter']['matched'] == len(passed) and set(hits['ids']) <= passed
+  assert hits['token_scores'] == sorted(hits['token_scores'], reverse=True)
+  np.testing.assert_allclose(hits['token_scores'], [token_score[i] for i in hits['ids']],
+                             atol=1e-4)
+  left_out = [token_score[i] for i in passed - set(hits['ids'])]
+  assert min(hits['token_scores']) >= max(left_out) - 1e-4
+  # An image query is served in the pooled order: it has no words to score token-wise.
+  image_id = int(arrays['image_ids'][0])
+  status, by_image = _post(url, '/search', {'image_id': image_id, 'k': 5})
+  assert status == 200, by_image
+  assert 'shortlist' not in by_image and 'token_scores' not in by_image['results'][0]
+  assert by_image['results'][0]['ids'][0] == image_id
+  fast = by_image['results'][0]['fast_scores']
+  assert fast == sorted(fast, reverse=True)
+
+
+def _post(url, path, body):
+  """(status, JSON body) of a POST."""
+  request = urllib.request.Request(f'{url}{path.lstrip("/")}', json.dumps(body).encode(),
+                                   {'Content-Type': 'application/json'})
+  try:
+    with urllib.request.urlopen(request, timeout=60) as response:
+      return response.status, json.loads(response.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
+
+
 def test_items_added_and_deleted_keep_their_patch_tokens(filip):
   service, _, workdir, _, arrays, _ = filip
   original = int(arrays['image_ids'][5])

@@ -16,17 +16,22 @@ class Records:
     captions: N lists of captions, one list per image.
     bad_records: the split's `bad_records.BadRecords` (what was dropped while
       loading, and what decoding finds later), or None for generated data.
+    metadata: None, or N dicts of field: string, number or date (YYYY-MM-DD),
+      which --mode=index stores with the items for filtered search.
   """
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
   bad_records: Any = None
+  metadata: Any = None
 
   def __post_init__(self):
     n = len(self.images)
     if len(self.image_ids) != n or len(self.captions) != n:
       raise ValueError(f'{n} images but {len(self.image_ids)} ids and '
                        f'{len(self.captions)} caption lists')
+    if self.metadata is not None and len(self.metadata) != n:
+      raise ValueError(f'{n} images but {len(self.metadata)} metadata entries')
     if len(np.unique(self.image_ids)) != n:
       raise ValueError('image ids must be unique within a split')
 

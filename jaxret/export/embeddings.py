@@ -1,5 +1,7 @@
 """`--mode=export`: L2-normalised embeddings of a split to `DIR/export/embeddings.npz`."""
 
+import datetime
+import json
 import os
 
 import jax
@@ -17,6 +19,15 @@ FILENAME = 'embeddings.npz'
 
 def path(workdir):
   return os.path.join(workdir, 'export', FILENAME)
+
+
+def _json_value(value):
+  """Metadata values JSON lacks: dates as YYYY-MM-DD, NumPy scalars as Python ones."""
+  if isinstance(value, datetime.date):
+    return value.isoformat()[:10]
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f'metadata value {value!r} is not a string, a number or a date')
 
 
 def export(config, workdir, step=None):
@@ -48,5 +59,8 @@ def export(config, workdir, step=None):
     with files.atomic_file(out, 'wb') as f:
       np.savez(f, image_ids=np.asarray(records.image_ids), image_emb=image_emb,
                text_image_ids=text_image_ids, text_emb=text_emb, texts=np.asarray(texts),
-               step=np.asarray(restored.step), split=np.asarray(config.export.split), **reduced)
+               step=np.asarray(restored.step), split=np.asarray(config.export.split),
+               # The items' metadata (for filtered search) as one JSON string.
+               metadata=np.asarray(json.dumps(records.metadata, default=_json_value)),
+               **reduced)
   return out, restored.step, image_emb.shape

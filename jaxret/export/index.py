@@ -2,6 +2,7 @@
 with `index.token_dtype` set, a late-interaction model's patch tokens of the gallery
 under `DIR/tokens/` (`index/token_store.py`)."""
 
+import json
 import os
 
 import numpy as np
@@ -27,10 +28,12 @@ def build_index(config, workdir):
     image_emb, image_ids, step = exported['image_emb'], exported['image_ids'], exported['step']
     split = str(exported['split']) if 'split' in exported else config.export.split
     texts, text_emb = exported['texts'], exported['text_emb']
+    metadata = json.loads(str(exported['metadata'])) if 'metadata' in exported else None
   rows = np.linspace(0, len(texts) - 1, min(PROBE_SIZE, len(texts))).astype(int)
   probe = (texts[rows], text_emb[rows]) if len(texts) else None
   manifest = store.build(image_emb, image_ids, step=int(step), index_config=config.index,
-                         out_dir=store.directory(workdir), split=split, probe=probe)
+                         out_dir=store.directory(workdir), split=split, probe=probe,
+                         metadata=metadata)
   if config.rerank.slow_workdir:
     manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
   if config.index.token_dtype:

@@ -10,8 +10,18 @@ one that made the index (same step number is not enough after a retrain).
 Items are added, updated and deleted by the user's image ids (ints or strings)
 without retraining the tree or the codebook (ScaNN's upsert/delete); `save`
 rewrites the folder atomically, so readers see the old index or the new one.
+
+Each item may carry metadata (`metadata.Table`: strings, numbers, dates) and
+the index keeps the float32 vectors (`vectors.npy`), so a filtered search is
+exact in its set: `search(..., passed=mask)` returns only rows that pass. The
+method follows the filter's selectivity (the share of rows that pass, counted
+from the mask): exact search over the passing rows when few pass (or the index
+is brute force), else ScaNN asked for k / selectivity x `FILTER_OVERFETCH`
+candidates, those that fail dropped, and any query left with fewer than k
+searched exactly.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,12 +32,20 @@ import numpy as np
 
 from jaxret import errors
 from jaxret import files
+from jaxret.index import exact
+from jaxret.index import metadata as metadata_lib
 from jaxret.index import scann_index
 
 MANIFEST = 'manifest.json'
 IDS = 'ids.npy'
 PROBE = 'probe.npz'
 SEARCHER = 'scann'
+VECTORS = 'vectors.npy'
+METADATA = 'metadata.npz'
+# Filtered search: exact over the passing rows below this selectivity, else ScaNN with
+# over-fetch (measured by benchmarks/filters.py).
+FILTER_EXACT_BELOW = 0.05
+FILTER_OVERFETCH = 4.0
 UNIT_NORM_ATOL = 1e-3
 
 
@@ -69,12 +87,15 @@ def _validated_ids(ids):
   return ids.astype(np.int64) if ids.dtype.kind in 'iu' else ids
 
 
-def _write(out_dir, searcher, ids, manifest, probe):
+def _write(out_dir, searcher, ids, manifest, probe, vectors, table):
   """Writes a complete index to a staging folder, then swaps it in for `out_dir`."""
   # The old index is removed only once the new one is complete.
   with files.staged_directory(out_dir) as staging:
     scann_index.save(searcher, os.path.join(staging, SEARCHER))
     np.save(os.path.join(staging, IDS), ids, allow_pickle=False)
+    if vectors is not None:  # None: an index built before vectors were kept.
+      np.save(os.path.join(staging, VECTORS), vectors, allow_pickle=False)
+    np.savez(os.path.join(staging, METADATA), **table.arrays())
     if probe is not None:
       np.savez(os.path.join(staging, PROBE), texts=np.asarray(probe[0], np.str_),
                embeddings=np.asarray(probe[1], np.float32))
@@ -84,7 +105,8 @@ def _write(out_dir, searcher, ids, manifest, probe):
   return manifest
 
 
-def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, probe=None):
+def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, probe=None,
+          metadata=None):
   """Builds the index of `image_emb` and replaces `out_dir` atomically.
 
   Args:
@@ -96,6 +118,7 @@ def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, prob
     split: the data split the gallery images come from (for serving thumbnails).
     probe: optional `(texts, text_emb)`: a few captions and their embeddings by
       the same model, which `check_model` compares against at serving time.
+    metadata: optional list of N dicts (field: string, number or date), one per item.
   Returns:
     The manifest.
   """
@@ -105,6 +128,13 @@ def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, prob
   image_ids = _validated_ids(image_ids)
   if len(image_ids) != len(image_emb):
     raise errors.UserError(f'{len(image_emb)} embeddings but {len(image_ids)} ids')
+  table = metadata_lib.Table(len(image_ids))
+  if metadata is not None:
+    if len(metadata) != len(image_ids):
+      raise errors.UserError(f'{len(metadata)} metadata entries for {len(image_ids)} items')
+    for row, entry in enumerate(metadata):
+      table.check(entry, f'metadata of item {image_ids[row]!r}')
+      table.set_row(row, entry)  # A field's type is fixed once its first value is set.
   params = scann_index.build_params(len(image_emb), image_emb.shape[1], index_config)
   start = time.time()
   searcher = scann_index.build(image_emb, params)
@@ -125,7 +155,15 @@ def build(image_emb, image_ids, *, step, index_config, out_dir, split=None, prob
       # without them, so rebuild once they are a large share of the gallery.
       'changes_since_build': {'added': 0, 'updated': 0, 'deleted': 0},
   }
-  return _write(out_dir, searcher, image_ids, manifest, probe)
+  return _write(out_dir, searcher, image_ids, manifest, probe, image_emb, table)
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterMask:
+  """The rows that passed `expression` when the index was at `version` (changes count up)."""
+  expression: dict
+  passed: np.ndarray
+  version: int
 
 
 class Index:
@@ -135,9 +173,11 @@ class Index:
   never sees the searcher and the id table out of step.
   """
 
-  def __init__(self, searcher, ids, manifest, index_dir, probe=None):
+  def __init__(self, searcher, ids, manifest, index_dir, probe=None, vectors=None, table=None):
     self.searcher = searcher
     self.ids = ids
+    self.vectors = vectors  # (N, D) float32, or None for an index built before they were kept.
+    self.metadata = table if table is not None else metadata_lib.Table(len(ids))
     self.manifest = manifest
     self.directory = index_dir
     self.probe = probe
@@ -145,6 +185,7 @@ class Index:
     self._reorder = manifest['build_params'].get('reorder', 0)
     self._num_leaves = manifest['build_params'].get('num_leaves', 0)
     self._lock = threading.Lock()
+    self._version = 0  # Counts changes, so that a filter's mask from before one is redone.
 
   def __len__(self):
     return len(self.ids)
@@ -173,6 +214,60 @@ class Index:
                                         self._num_leaves)
       return self.ids[rows], scores
 
+  def vector_of(self, image_id):
+    """The stored (D,) vector of a gallery item."""
+    with self._lock:
+      if image_id not in self._row_of:
+        raise errors.UserError(f'unknown image id {image_id!r}: it is not in the gallery')
+      if self.vectors is None:
+        raise errors.UserError('this index was built before it kept its vectors; rebuild it '
+                               'with --mode=index')
+      return self.vectors[self._row_of[image_id]].copy()
+
+  def filter_mask(self, expression):
+    """The rows passing a metadata filter (`metadata.Table.mask`), as a `FilterMask`;
+    refuses an unknown field or a malformed expression."""
+    if self.vectors is None:
+      raise errors.UserError('this index was built before filters were supported; rebuild it '
+                             'with --mode=index')
+    with self._lock:
+      return FilterMask(expression, self.metadata.mask(expression), self._version)
+
+  def search_filtered(self, queries, k, mask):
+    """(Q, D) queries -> ids (Q, k') and scores of the best rows that pass `mask` (a
+    `FilterMask`, redone if the index changed since), k' = min(k, rows that pass), and
+    {'matched': rows that pass, 'strategy': 'exact' or 'scann'}."""
+    queries = np.asarray(queries, np.float32)
+    with self._lock:
+      passed = mask.passed
+      if mask.version != self._version:
+        passed = self.metadata.mask(mask.expression)
+      matched = int(np.count_nonzero(passed))
+      k = min(k, matched)
+      if not k:
+        return (self.ids[:0][None].repeat(len(queries), 0),
+                np.zeros((len(queries), 0), np.float32), {'matched': 0, 'strategy': 'exact'})
+      selectivity = matched / len(self.ids)
+      if self.manifest['build_params']['method'] == 'brute_force' or (
+          selectivity < FILTER_EXACT_BELOW):
+        rows = np.flatnonzero(passed)
+        found, scores = exact.top_k(queries, self.vectors[rows], k)
+        return self.ids[rows[found]], scores, {'matched': matched, 'strategy': 'exact'}
+      fetch = min(len(self.ids), int(np.ceil(k / selectivity * FILTER_OVERFETCH)) + k)
+      candidates, candidate_scores = scann_index.search(self.searcher, queries, fetch,
+                                                        self._reorder, self._num_leaves)
+      out_rows = np.zeros((len(queries), k), np.int64)
+      out_scores = np.zeros((len(queries), k), np.float32)
+      for q, (row_list, score_list) in enumerate(zip(candidates, candidate_scores)):
+        keep = passed[row_list] & ~np.isnan(score_list)
+        if keep.sum() >= k:
+          out_rows[q], out_scores[q] = row_list[keep][:k], score_list[keep][:k]
+        else:  # Too few candidates passed: this query is searched exactly.
+          rows = np.flatnonzero(passed)
+          found, scores = exact.top_k(queries[q:q + 1], self.vectors[rows], k)
+          out_rows[q], out_scores[q] = rows[found[0]], scores[0]
+      return self.ids[out_rows], out_scores, {'matched': matched, 'strategy': 'scann'}
+
   def check_ids(self, ids):
     """User ids (from JSON or Python) as the index stores them; refuses other types."""
     want_str = self.id_type is str
@@ -190,12 +285,19 @@ class Index:
       raise errors.UserError('the same image id appears twice in one request')
     return checked
 
-  def upsert(self, ids, embeddings):
+  def upsert(self, ids, embeddings, metadata=None):
     """Adds items, or replaces the embeddings of ids already present.
 
+    `metadata`: optional list of one dict or None per id; a dict replaces the
+    item's metadata, None keeps an existing item's (a new item then has none).
     Returns `(added, updated)` counts. Nothing changes if any input is refused.
     """
     ids = self.check_ids(ids)
+    metadata = [None] * len(ids) if metadata is None else metadata
+    new_types = {}
+    for image_id, entry in zip(ids, metadata):
+      if entry is not None:
+        self.metadata.check(entry, f'metadata of item {image_id!r}', new_types)
     embeddings = np.asarray(embeddings, np.float32)
     dim = self.manifest['embedding_dim']
     if embeddings.ndim != 2 or embeddings.shape != (len(ids), dim):
@@ -218,6 +320,16 @@ class Index:
         self.ids = np.concatenate([self.ids, new_ids])
         for row, image_id in enumerate(new, len(self.ids) - len(new)):
           self._row_of[image_id] = row
+        self.metadata.grow(len(self.ids))
+        if self.vectors is not None:
+          self.vectors = np.concatenate([self.vectors, np.zeros((len(new), dim), np.float32)])
+      for image_id, vector, entry in zip(ids, embeddings, metadata):
+        row = self._row_of[image_id]
+        if self.vectors is not None:
+          self.vectors[row] = vector
+        if entry is not None:
+          self.metadata.set_row(row, entry)
+      self._version += 1
       changes = self.manifest['changes_since_build']
       changes['added'] += len(new)
       changes['updated'] += len(ids) - len(new)
@@ -243,7 +355,14 @@ class Index:
           moved = self.ids[last].item()
           self.ids[row] = moved
           self._row_of[moved] = row
+          self.metadata.move(last, row)
+          if self.vectors is not None:
+            self.vectors[row] = self.vectors[last]
         self.ids = self.ids[:last]
+        self.metadata.truncate(last)
+        if self.vectors is not None:
+          self.vectors = self.vectors[:last]
+      self._version += 1
       self.manifest['changes_since_build']['deleted'] += len(ids)
       self.manifest['num_items'] = len(self.ids)
       return len(ids)
@@ -253,7 +372,7 @@ class Index:
     with self._lock:
       self.manifest['updated_at'] = time.strftime('%Y-%m-%dT%H:%M:%S%z')
       self.manifest = _write(out_dir or self.directory, self.searcher, self.ids.copy(),
-                             self.manifest, self.probe)
+                             self.manifest, self.probe, self.vectors, self.metadata)
       return self.manifest
 
 
@@ -291,7 +410,17 @@ def load(index_dir, expected_dim=None, expected_step=None):
     raise errors.UserError(f'index in {index_dir} is inconsistent ({searcher.size()} vectors, '
                            f'{len(ids)} ids, manifest says {manifest["num_items"]}); rebuild it '
                            'with --mode=index')
-  return Index(searcher, ids, manifest, index_dir, probe)
+  vectors, table = None, None
+  if os.path.exists(os.path.join(index_dir, VECTORS)):
+    vectors = np.load(os.path.join(index_dir, VECTORS), allow_pickle=False)
+  if os.path.exists(os.path.join(index_dir, METADATA)):
+    with np.load(os.path.join(index_dir, METADATA), allow_pickle=False) as saved:
+      table = metadata_lib.from_arrays(saved)
+  if (vectors is not None and len(vectors) != len(ids)) or (
+      table is not None and table.num_rows != len(ids)):
+    raise errors.UserError(f'index in {index_dir} is inconsistent (vectors or metadata do not '
+                           'match its ids); rebuild it with --mode=index')
+  return Index(searcher, ids, manifest, index_dir, probe, vectors, table)
 
 
 def check_model(index, embed_texts, atol=2e-3):

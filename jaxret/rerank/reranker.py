@@ -1,5 +1,7 @@
 """Fast top-K, then the slow model: final score = h + β · fast score (Miech et al. 2021)."""
 
+import time
+
 import numpy as np
 
 from jaxret import errors
@@ -30,6 +32,24 @@ class FastSlowReranker:
     self.visual = visual
     self.num_candidates = num_candidates
     self.beta = beta
+    self.bucket_costs_ms = {}  # Candidate bucket -> measured ms per query (`measure_costs`).
+
+  def measure_costs(self, probe_text='a red circle', repeats=3):
+    """Compiles each candidate bucket and times one query on it (the median of `repeats`),
+    so that a latency budget can pick the largest bucket that fits."""
+    tokens, mask = self.tokenizer.encode([probe_text])
+    ids = list(self.row_of)
+    for k in self.scorer.candidate_buckets:
+      candidates = [ids[:k]]
+      fast = np.zeros((1, len(candidates[0])), np.float32)
+      self.rerank(tokens, mask, candidates, fast)  # Compiles.
+      times = []
+      for _ in range(repeats):
+        start = time.perf_counter()
+        self.rerank(tokens, mask, candidates, fast)
+        times.append(1000 * (time.perf_counter() - start))
+      self.bucket_costs_ms[k] = float(np.median(times))
+    return self.bucket_costs_ms
 
   def slow_scores(self, tokens, mask, candidate_ids):
     """h for (Q, L) captions against their (Q, K) candidate ids."""

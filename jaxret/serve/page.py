@@ -1,5 +1,9 @@
 """The web page at `GET /`: a query box, and the hits as thumbnails with their scores.
 
+A dropped image (or one picked with the file button) is the query instead of
+the text (`POST /search` with `"image"`); an optional metadata filter is JSON;
+with re-ranking, the fast order and the re-ranked order are shown side by side.
+
 Plain HTML and JavaScript, no external resources. Result text is set with
 `textContent`, never parsed as HTML, so queries and ids cannot inject markup.
 A click on a hit fetches `GET /explain` and shows, for each scorer, the image
@@ -21,14 +25,20 @@ PAGE = """<!doctype html>
   button { font-size: 1.1rem; padding: .4rem 1rem; }
   #status { color: #666; margin: .8rem 0; min-height: 1.2em; }
   #error { color: #b00020; margin: .8rem 0; }
-  #results { display: grid; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr));
-             gap: 1rem; }
+  #results, .results { display: grid;
+                       grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); gap: 1rem; }
+  #results[hidden] { display: none; }
   figure { margin: 0; text-align: center; }
   figure img { width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #ccc; }
   figcaption { font-size: .85rem; overflow-wrap: anywhere; }
   figure.hit { cursor: pointer; }
   #explain figure.heatmap { display: inline-block; margin: .3rem; }
   #explain canvas { width: 96px; height: 96px; image-rendering: pixelated; }
+  #drop { border: 2px dashed #aaa; padding: .6rem; margin: .8rem 0; color: #666; }
+  #drop.over { border-color: #1a73e8; color: #1a73e8; }
+  #filter { width: 100%; font-family: monospace; padding: .3rem; box-sizing: border-box; }
+  #orders { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+  #orders[hidden] { display: none; }
 </style>
 </head>
 <body>
@@ -39,11 +49,21 @@ PAGE = """<!doctype html>
          autocomplete="off" required autofocus>
   <label>k <input id="k" name="k" type="number" min="1" value="10"></label>
   <label id="rerank-label" hidden><input id="rerank" type="checkbox"> re-rank</label>
+  <label id="budget-label" hidden>budget ms <input id="budget" type="number" min="0"
+         step="any" style="width: 5rem"></label>
   <button id="search-button" type="submit">Search</button>
+  <input id="filter" placeholder='filter, e.g. {"layout": "single", "objects": {"gte": 2}}'
+         autocomplete="off">
 </form>
+<div id="drop">Drop an image here to search with it, or <input id="image-file" type="file"
+     accept="image/png,image/jpeg"></div>
 <div id="error" role="alert"></div>
 <div id="status"></div>
 <div id="results"></div>
+<div id="orders" hidden>
+  <section><h2>Fast order</h2><div id="fast-results" class="results"></div></section>
+  <section><h2>Re-ranked order</h2><div id="slow-results" class="results"></div></section>
+</div>
 <div id="explain" aria-live="polite"></div>
 <script>
 'use strict';
@@ -58,19 +78,46 @@ fetch('healthz').then(r => r.json()).then(h => {
       (h.reranker ? `, re-ranker ${h.reranker}` : '');
   document.getElementById('k').max = Math.min(h.num_items, 1000);
   document.getElementById('rerank-label').hidden = !h.reranker;
+  document.getElementById('budget-label').hidden = !h.reranker;
 });
 
-form.addEventListener('submit', async event => {
-  event.preventDefault();
+// `text`: the query text, for click-to-explain (null for an image query: nothing to explain).
+function figures(container, ids, captionOf, text) {
+  container.replaceChildren();
+  ids.forEach((id, i) => {
+    const figure = document.createElement('figure');
+    figure.className = 'hit';
+    const img = document.createElement('img');
+    img.className = 'hit-image';
+    img.src = 'image?' + new URLSearchParams({id: String(id)});
+    img.alt = `image ${id}`;
+    const caption = document.createElement('figcaption');
+    caption.textContent = captionOf(id, i);
+    figure.append(img, caption);
+    if (text !== null) figure.addEventListener('click', () => explainHit(text, id, img.src));
+    container.append(figure);
+  });
+}
+
+async function search(query) {
   errorBox.textContent = '';
   statusLine.textContent = 'Searching…';
-  const params = new URLSearchParams({
-    q: document.getElementById('query').value,
-    k: document.getElementById('k').value,
-    rerank: document.getElementById('rerank').checked ? '1' : '0'});
+  const request = {k: Number(document.getElementById('k').value), ...query};
+  const rerank = document.getElementById('rerank').checked && !query.image;
+  if (rerank) {
+    request.rerank = true;
+    const budget = document.getElementById('budget').value;
+    if (budget) request.budget_ms = Number(budget);
+  }
   let body;
   try {
-    const response = await fetch('search?' + params);
+    const filterText = document.getElementById('filter').value.trim();
+    if (filterText) {
+      try { request.filter = JSON.parse(filterText); }
+      catch (e) { throw new Error('the filter is not JSON: ' + e.message); }
+    }
+    const response = await fetch('search', {method: 'POST', body: JSON.stringify(request),
+                                            headers: {'Content-Type': 'application/json'}});
     body = await response.json();
     if (!response.ok) throw new Error(body.error || response.statusText);
   } catch (e) {
@@ -78,26 +125,57 @@ form.addEventListener('submit', async event => {
     errorBox.textContent = String(e.message || e);
     return;
   }
-  results.replaceChildren();
-  body.ids.forEach((id, i) => {
-    const figure = document.createElement('figure');
-    figure.className = 'hit';
-    const img = document.createElement('img');
-    img.className = 'hit-image';
-    img.src = body.image_urls[i];
-    img.alt = `image ${id}`;
-    const caption = document.createElement('figcaption');
-    let text = `${i + 1}. ${id} · ${body.fast_scores[i].toFixed(3)}`;
-    if (body.slow_scores) text += ` · slow ${body.slow_scores[i].toFixed(3)}`;
-    caption.textContent = text;
-    figure.append(img, caption);
-    figure.addEventListener('click', () => explainHit(body.query, id, body.image_urls[i]));
-    results.append(figure);
-  });
+  const hit = body.results[0];
+  const text = typeof hit.query === 'string' ? hit.query : null;
+  explainBox.replaceChildren();
+  const orders = document.getElementById('orders');
+  orders.hidden = !hit.fast_ids;
+  results.hidden = Boolean(hit.fast_ids);
+  const ranked = (id, i) => {
+    let label = `${i + 1}. ${id} · ${hit.fast_scores[i].toFixed(3)}`;
+    if (hit.token_scores) label += ` · token ${hit.token_scores[i].toFixed(3)}`;
+    if (hit.slow_scores) label += ` · slow ${hit.slow_scores[i].toFixed(3)}`;
+    return label;
+  };
+  if (hit.fast_ids) {
+    figures(document.getElementById('fast-results'), hit.fast_ids, (id, i) => `${i + 1}. ${id}`,
+            text);
+    figures(document.getElementById('slow-results'), hit.ids, ranked, text);
+  } else {
+    figures(results, hit.ids, ranked, text);
+  }
+  if (hit.fast_ids) results.replaceChildren();
+  else for (const box of ['fast-results', 'slow-results'])
+    document.getElementById(box).replaceChildren();
   const t = body.timings_ms;
-  statusLine.textContent = `${body.ids.length} results in ${t.total_ms.toFixed(1)} ms ` +
-      `(encode ${t.encode_ms.toFixed(1)} ms, search ${t.search_ms.toFixed(1)} ms)`;
+  let line = `${hit.ids.length} results in ${t.total_ms.toFixed(1)} ms ` +
+      `(encode ${t.encode_ms.toFixed(1)} ms, search ${t.search_ms.toFixed(1)} ms`;
+  if (body.rerank) line += `, re-rank K=${body.rerank_k} in ${t.rerank_ms.toFixed(1)} ms`;
+  if (body.filter) line += `, filter matched ${body.filter.matched}`;
+  statusLine.textContent = line + ')';
+}
+
+form.addEventListener('submit', event => {
+  event.preventDefault();
+  search({queries: [document.getElementById('query').value]});
 });
+
+function searchFile(file) {
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => search({image: String(reader.result).split(',')[1]});
+  reader.readAsDataURL(file);
+}
+const drop = document.getElementById('drop');
+drop.addEventListener('dragover', event => { event.preventDefault(); drop.classList.add('over'); });
+drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+drop.addEventListener('drop', event => {
+  event.preventDefault();
+  drop.classList.remove('over');
+  searchFile(event.dataTransfer.files[0]);
+});
+document.getElementById('image-file').addEventListener('change',
+    event => searchFile(event.target.files[0]));
 
 // Why this result: each scorer's per-word heatmaps (GET /explain), red where the
 // word is drawn to, scaled per word from its lowest to its highest value.

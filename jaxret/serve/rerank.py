@@ -4,6 +4,8 @@ A re-ranker is any object with
 
   num_candidates: int       how many fast candidates it wants to see (>= k is used)
   name: str                 shown by /healthz
+  bucket_costs_ms: dict     compiled candidate bucket K -> measured ms per query, from
+                            which a latency budget picks the largest K that fits
   __call__(query, candidate_ids, fast_scores) -> slow_scores
 
 where `query` is the query text, `candidate_ids` the fast search's ids (best
@@ -25,6 +27,7 @@ from jaxret.rerank import reranker
 class Reranker(Protocol):
   name: str
   num_candidates: int
+  bucket_costs_ms: dict
 
   def __call__(self, query: str, candidate_ids: Sequence, fast_scores: np.ndarray) -> np.ndarray:
     ...
@@ -33,4 +36,7 @@ class Reranker(Protocol):
 def for_workdir(config, workdir):
   """The workdir's re-ranker, or None when its config names no slow model
   (`rerank.slow_workdir`, as in configs/distill.py)."""
-  return reranker.for_workdir(config, workdir)
+  found = reranker.for_workdir(config, workdir)
+  if found is not None:
+    found.measure_costs()
+  return found

@@ -1,50 +1,85 @@
-"""`--mode=serve`: the HTTP API and web page over a `SearchService`.
+"""`--mode=serve`: the HTTP API and web page over a `SearchService`, on FastAPI and uvicorn.
 
   GET  /                        the search page (thumbnails and scores)
   GET  /healthz                 status, model step, gallery size, batching counters
-  GET  /search?q=TEXT&k=10&rerank=0
+  GET  /search?q=TEXT&k=10&rerank=0&budget_ms=
                                 {"query", "k", "ids", "fast_scores", ["slow_scores"],
                                  "image_urls", "timings_ms", "model_step", "index_size"}
-  POST /search                  {"queries": [TEXT, ...], "k": 10, "rerank": false}
+  POST /search                  {"queries": [TEXT, ...] or "image": BASE64 or "image_id": ID,
+                                 "k": 10, "rerank": false, "budget_ms": null, "filter": {...}}
                                 -> {"results": [{"query", "ids", "fast_scores", ...}], ...}
   GET  /image?id=ID             a gallery image as PNG
-  POST /items                   {"items": [{"id": ID, "embedding": [...]} or
-                                           {"id": ID, "image": BASE64_PNG_OR_JPEG}]}
-  DELETE /items                 {"ids": [ID, ...]}
+  POST /items                   {"items": [{"id": ID, "embedding": [...] or "image": BASE64,
+                                            "metadata": {...}}]}       (write token)
+  DELETE /items                 {"ids": [ID, ...]}                        (write token)
   GET  /explain?q=TEXT&id=ID    per-word heatmaps over image ID, one per scorer
                                 (`serve/explain.py`); 404 for an id not in the gallery
+  GET  /openapi.json, /docs     the schema (`jaxret/serve/schemas.py`)
 
-Bad input of any kind gets a 4xx with {"error": message}; the server goes on
-serving. Changing the gallery (`/items`) is accepted only from loopback
-clients: the server has no authentication of its own.
+Bad input of any kind gets a 4xx with {"error": message} on one line; the
+server goes on serving. Writes need `Authorization: Bearer <token>`
+(`jaxret/serve/auth.py`). Bodies are parsed here rather than by FastAPI so
+that every refusal names its cause (not valid UTF-8, malformed JSON, not an
+object) and an oversized body is refused from its Content-Length before it is
+read. Handlers that block run in Starlette's thread
+pool, and concurrent requests meet in the service's micro-batcher. A plain
+text search (no re-ranking, filter or image, the common case) is queued from
+the event loop and awaited there, without a thread of its own.
 """
 
-import http.server
-import ipaddress
+import asyncio
 import json
 import signal
 import socket
 import threading
 import urllib.parse
 
+import fastapi
+from fastapi import concurrency
+from fastapi import exceptions as fastapi_exceptions
+from fastapi import responses
+from fastapi import routing
+from fastapi.openapi import utils as openapi_utils
+import pydantic
+from starlette import exceptions as starlette_exceptions
+import uvicorn
 from absl import logging
 
 from jaxret import errors
+from jaxret.serve import auth
 from jaxret.serve import page
+from jaxret.serve import schemas
 from jaxret.serve import service as service_lib
 
 MAX_SEARCH_BODY = 1 << 20
 MAX_ITEMS_BODY = 32 << 20
-SEARCH_PARAMS = ('q', 'k', 'rerank')
-SEARCH_BODY_KEYS = ('queries', 'k', 'rerank')
+SEARCH_PARAMS = ('q', 'k', 'rerank', 'budget_ms')
+BODY_LIMITS = {('POST', '/search'): MAX_SEARCH_BODY, ('POST', '/items'): MAX_ITEMS_BODY,
+               ('DELETE', '/items'): MAX_SEARCH_BODY}
+ROUTES = ('GET /search, POST /search, GET /healthz, GET /image, GET /explain, POST and DELETE '
+          '/items')
+KEEP_ALIVE_S = 30  # Seconds a client may idle between requests on one connection.
 
 
 class HttpError(Exception):
   """A 4xx with a message."""
 
-  def __init__(self, status, message):
+  def __init__(self, status, message, headers=None):
     super().__init__(message)
     self.status = status
+    self.headers = headers
+
+
+def _json(value):
+  return json.dumps(value, allow_nan=False).encode('utf-8')
+
+
+def _response(status, value, headers=None):
+  return responses.Response(_json(value), status, headers, media_type='application/json')
+
+
+def _error(status, message, headers=None):
+  return _response(status, {'error': ' '.join(str(message).split())}, headers)
 
 
 def _flag(value, name):
@@ -62,241 +97,290 @@ def _int(value, name):
     raise HttpError(400, f'{name} must be an integer, not {value!r}') from None
 
 
+def _float(value, name):
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    raise HttpError(400, f'{name} must be a number, not {value!r}') from None
+
+
+def _parameter(name, kind, required, description):
+  return {'name': name, 'in': 'query', 'required': required, 'description': description,
+          'schema': {'type': kind}}
+
+
 def image_url(image_id):
   return '/image?' + urllib.parse.urlencode({'id': str(image_id)})
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-  """Routes requests to the server's `SearchService`; every failure becomes a JSON error."""
+def _query_params(request, known):
+  try:
+    pairs = urllib.parse.parse_qsl(request.scope['query_string'].decode('latin-1'),
+                                   keep_blank_values=True, encoding='utf-8', errors='strict')
+  except UnicodeDecodeError:
+    raise HttpError(400, 'query string is not valid UTF-8') from None
+  params = dict(pairs)
+  unknown = sorted(set(params) - set(known))
+  if unknown:
+    raise HttpError(400, f'unknown parameters {unknown}; known: {list(known)}')
+  return params
 
-  protocol_version = 'HTTP/1.1'  # Keep-alive: clients reuse connections.
-  server_version = 'jaxret'
-  timeout = 30  # Seconds a client may idle mid-request before its connection is closed.
-  # Headers and body are two writes: without TCP_NODELAY the body waits for the client's
-  # delayed ACK (40 ms on Linux).
-  disable_nagle_algorithm = True
 
-  @property
-  def service(self):
-    return self.server.service
+def _parse(raw, model):
+  """The request body as a validated `model`, and the JSON object it came from."""
+  try:
+    body = json.loads(raw.decode('utf-8'))
+  except UnicodeDecodeError:
+    raise HttpError(400, 'body is not valid UTF-8') from None
+  except ValueError as e:
+    raise HttpError(400, f'malformed JSON body: {e}') from None
+  if not isinstance(body, dict):
+    raise HttpError(400, 'the JSON body must be an object')
+  try:
+    return model.model_validate(body), body
+  except pydantic.ValidationError as e:
+    raise HttpError(400, schemas.one_line(e, body, model)) from None
 
-  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
-    logging.info('%s %s', self.address_string(), format % args)
 
-  def do_GET(self):  # pylint: disable=invalid-name
-    self._handle('GET')
+class BodyLimits:
+  """ASGI middleware: a body-carrying route needs a Content-Length within its limit, checked
+  before the body is read (a 413 closes the connection: its body is never read)."""
 
-  def do_POST(self):  # pylint: disable=invalid-name
-    self._handle('POST')
+  def __init__(self, app):
+    self.app = app
 
-  def do_DELETE(self):  # pylint: disable=invalid-name
-    self._handle('DELETE')
+  async def __call__(self, scope, receive, send):
+    limit = scope['type'] == 'http' and BODY_LIMITS.get((scope['method'], scope['path']))
+    if limit:
+      headers = dict(scope['headers'])
+      length = headers.get(b'content-length')
+      refusal = None
+      if length is None:
+        refusal = _error(411, 'a JSON body with a Content-Length header is required',
+                         {'Connection': 'close'})
+      elif int(length) > limit:
+        refusal = _error(413, f'body of {int(length)} bytes is over the limit of {limit}',
+                         {'Connection': 'close'})
+      if refusal is not None:
+        await refusal(scope, receive, send)
+        return
+    await self.app(scope, receive, send)
 
-  def do_HEAD(self):  # pylint: disable=invalid-name
-    self._handle('GET')  # `_send` leaves out the body.
 
-  def do_PUT(self):  # pylint: disable=invalid-name
-    self._handle('PUT')
+def make_app(service, write_token=None):
+  """The FastAPI application over `service`; writes need `write_token` (None: disabled)."""
+  app = fastapi.FastAPI(title='jaxret search', version='1', docs_url='/docs', redoc_url=None,
+                        description=__doc__.split('\n\n')[0])
+  request_models = {}
 
-  def do_PATCH(self):  # pylint: disable=invalid-name
-    self._handle('PATCH')
+  def body_of(path, method, model):
+    request_models[(path, method)] = model
+    return {'responses': {200: {}, 400: {'model': schemas.Error}}}
 
-  def _handle(self, method):
-    try:
-      url = urllib.parse.urlsplit(self.path)
-      routes = {
-          '/': {'GET': self._page},
-          '/healthz': {'GET': self._healthz},
-          '/search': {'GET': self._search_get, 'POST': self._search_post},
-          '/image': {'GET': self._image},
-          '/items': {'POST': self._items_post, 'DELETE': self._items_delete},
-          '/explain': {'GET': self._explain},
-      }
-      if url.path not in routes:
-        self._discard_body()
-        raise HttpError(404, f'no such path {url.path!r}; the API is GET /search, POST /search, '
-                        'GET /healthz, GET /image, POST and DELETE /items')
-      if method not in routes[url.path]:
-        self._discard_body()
-        raise HttpError(405, f'{method} is not allowed on {url.path}; use '
-                        f'{" or ".join(routes[url.path])}')
-      status, content_type, body = routes[url.path][method](url)
-    except HttpError as e:
-      status, content_type, body = e.status, 'application/json', _json({'error': str(e)})
-    except errors.UserError as e:
-      status, content_type, body = 400, 'application/json', _json({'error': str(e)})
-    except Exception as e:  # pylint: disable=broad-except
-      logging.exception('internal error on %s %s', method, self.path)
-      status, content_type, body = 500, 'application/json', _json(
-          {'error': f'internal error ({type(e).__name__}); the server goes on serving'})
-    self._send(status, content_type, body)
+  @app.exception_handler(HttpError)
+  def _http_error(request, error):
+    del request
+    return _error(error.status, error, error.headers)
 
-  def _send(self, status, content_type, body, extra_headers=()):
-    self.send_response(status)
-    self.send_header('Content-Type', content_type)
-    self.send_header('Content-Length', str(len(body)))
-    self.send_header('X-Content-Type-Options', 'nosniff')
-    for name, value in extra_headers:
-      self.send_header(name, value)
-    if self.close_connection:
-      self.send_header('Connection', 'close')
-    self.end_headers()
-    if self.command != 'HEAD':
-      self.wfile.write(body)
+  @app.exception_handler(errors.UserError)
+  def _user_error(request, error):
+    del request
+    return _error(400, error)
 
-  def _content_length(self):
-    length = self.headers.get('Content-Length')
-    if length is None:
-      return None
-    try:
-      length = int(length)
-      if length < 0:
-        raise ValueError
-    except ValueError:
-      self.close_connection = True
-      raise HttpError(400, f'bad Content-Length {length!r}') from None
-    return length
+  @app.exception_handler(auth.Refused)
+  def _refused(request, error):
+    del request
+    headers = {'WWW-Authenticate': 'Bearer'} if error.status == 401 else None
+    return _error(error.status, error, headers)
 
-  def _discard_body(self):
-    length = self._content_length()
-    if length:
-      if length > MAX_ITEMS_BODY:
-        self.close_connection = True
-      else:
-        self.rfile.read(length)
+  @app.exception_handler(starlette_exceptions.HTTPException)
+  def _routing_error(request, error):
+    if error.status_code == 404:
+      return _error(404, f'no such path {request.url.path!r}; the API is {ROUTES}')
+    if error.status_code == 405:
+      allowed = sorted({method for route in app.routes if isinstance(route, routing.APIRoute)
+                        and route.path == request.url.path for method in route.methods})
+      return _error(405, f'{request.method} is not allowed on {request.url.path}; use '
+                    f'{" or ".join(allowed)}')
+    return _error(error.status_code, error.detail)
 
-  def _read_json(self, limit):
-    """The request body as a JSON object."""
-    length = self._content_length()
-    if length is None:
-      self.close_connection = True
-      raise HttpError(411, 'a JSON body with a Content-Length header is required')
-    if length > limit:
-      self.close_connection = True  # The body is not read: the connection cannot be reused.
-      raise HttpError(413, f'body of {length} bytes is over the limit of {limit}')
-    raw = self.rfile.read(length)
-    try:
-      body = json.loads(raw.decode('utf-8'))
-    except UnicodeDecodeError:
-      raise HttpError(400, 'body is not valid UTF-8') from None
-    except ValueError as e:
-      raise HttpError(400, f'malformed JSON body: {e}') from None
-    if not isinstance(body, dict):
-      raise HttpError(400, 'the JSON body must be an object')
-    return body
+  @app.exception_handler(fastapi_exceptions.RequestValidationError)
+  def _validation_error(request, error):
+    del request
+    first = error.errors()[0]
+    return _error(400, f'bad request: {"/".join(map(str, first["loc"]))}: {first["msg"]}')
 
-  def _query_params(self, url, known):
-    try:
-      pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True, encoding='utf-8',
-                                     errors='strict')
-    except UnicodeDecodeError:
-      raise HttpError(400, 'query string is not valid UTF-8') from None
-    params = dict(pairs)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-      raise HttpError(400, f'unknown parameters {unknown}; known: {list(known)}')
-    return params
+  @app.exception_handler(Exception)
+  def _internal_error(request, error):
+    logging.exception('internal error on %s %s', request.method, request.url.path)
+    return _error(500, f'internal error ({type(error).__name__}); the server goes on serving')
 
-  # Routes: each returns (status, content type, body bytes).
+  async def run_search(texts, k, rerank, filter_expression=None, budget_ms=None, image=None,
+                       image_id=None):
+    """`service.search`: a plain text search awaited on the event loop; one that blocks
+    (re-ranking, a filter's mask, embedding an image) in the thread pool. A FILIP
+    workdir's token-wise re-order of a plain search (in `finish`) runs in the thread pool
+    once the shortlist has been awaited."""
+    if rerank or filter_expression is not None or image is not None or image_id is not None:
+      return await concurrency.run_in_threadpool(service.search, texts, k, rerank,
+                                                 filter_expression, budget_ms, image, image_id)
+    pending = service.begin_search(texts, k, budget_ms=budget_ms)
+    result = await asyncio.wait_for(asyncio.wrap_future(pending.future),
+                                    service_lib.REQUEST_TIMEOUT_S)
+    if service.tokenwise is not None:
+      return await concurrency.run_in_threadpool(pending.finish, result)
+    return pending.finish(result)
 
-  def _page(self, url):
-    del url
-    return 200, 'text/html; charset=utf-8', page.PAGE.encode('utf-8')
-
-  def _healthz(self, url):
-    del url
-    return 200, 'application/json', _json(self.service.health())
-
-  def _with_urls(self, result):
+  def with_urls(result):
     result['image_urls'] = [image_url(image_id) for image_id in result['ids']]
     return result
 
-  def _search_get(self, url):
-    params = self._query_params(url, SEARCH_PARAMS)
+  @app.get('/', response_class=responses.HTMLResponse, include_in_schema=False)
+  def index_page():
+    return responses.HTMLResponse(page.PAGE)
+
+  @app.get('/healthz', response_model=schemas.Health)
+  def healthz():
+    return _response(200, {**service.health(), 'writes_enabled': write_token is not None})
+
+  @app.get('/search', response_model=schemas.SingleSearchResponse,
+           responses={400: {'model': schemas.Error}}, openapi_extra={'parameters': [
+               _parameter('q', 'string', True, 'the query text'),
+               _parameter('k', 'integer', False, 'results (default 10)'),
+               _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
+               _parameter('budget_ms', 'number', False, 're-ranking latency budget')]})
+  async def search_get(request: fastapi.Request):
+    """One text query."""
+    params = _query_params(request, SEARCH_PARAMS)
     if 'q' not in params:
       raise HttpError(400, 'missing parameter q (the query text), e.g. /search?q=a+red+circle')
-    k = _int(params.get('k', self.service.options.default_k), 'k')
+    k = _int(params.get('k', service.options.default_k), 'k')
     if 'k' not in params:
-      k = min(k, len(self.service.index))
-    found = self.service.search([params['q']], k, _flag(params.get('rerank', '0'), 'rerank'))
-    result = self._with_urls(found.pop('results')[0])
-    return 200, 'application/json', _json({**result, **found})
+      k = min(k, len(service.index))
+    budget = _float(params['budget_ms'], 'budget_ms') if params.get('budget_ms') else None
+    found = await run_search([params['q']], k, _flag(params.get('rerank', '0'), 'rerank'),
+                             budget_ms=budget)
+    result = with_urls(found.pop('results')[0])
+    return _response(200, {**result, **found})
 
-  def _search_post(self, url):
-    self._query_params(url, ())
-    body = self._read_json(MAX_SEARCH_BODY)
-    unknown = sorted(set(body) - set(SEARCH_BODY_KEYS))
-    if unknown:
-      raise HttpError(400, f'unknown keys {unknown}; known: {list(SEARCH_BODY_KEYS)}')
-    if 'queries' not in body:
-      raise HttpError(400, 'missing "queries": a list of query texts')
-    k = body.get('k', min(self.service.options.default_k, len(self.service.index)))
-    found = self.service.search(body['queries'], k, _flag(body.get('rerank', False), 'rerank'))
-    found['results'] = [self._with_urls(result) for result in found['results']]
-    return 200, 'application/json', _json(found)
+  @app.post('/search', response_model=schemas.SearchResponse,
+            **body_of('/search', 'post', schemas.SearchRequest))
+  async def search_post(request: fastapi.Request):
+    _query_params(request, ())
+    body, raw = _parse(await request.body(), schemas.SearchRequest)
+    if body.queries is None and body.image is None and body.image_id is None:
+      raise HttpError(400, 'missing "queries": a list of query texts (or an "image" or '
+                      '"image_id" to search with)')
+    k = body.k if body.k is not None else min(service.options.default_k, len(service.index))
+    found = await run_search(body.queries, k, body.rerank, raw.get('filter'), body.budget_ms,
+                             body.image, body.image_id)
+    found['results'] = [with_urls(result) for result in found['results']]
+    return _response(200, found)
 
-  def _image(self, url):
-    params = self._query_params(url, ('id',))
+  @app.get('/image', response_class=responses.Response,
+           responses={200: {'content': {'image/png': {}}}},
+           openapi_extra={'parameters': [_parameter('id', 'string', True, 'a gallery id')]})
+  def image(request: fastapi.Request):
+    params = _query_params(request, ('id',))
     if 'id' not in params:
       raise HttpError(400, 'missing parameter id')
-    image_id = self.service.index.parse_id(params['id'])
+    image_id = service.index.parse_id(params['id'])
     png = None
-    if image_id in self.service.index and self.service.gallery is not None:
-      png = self.service.gallery.png(image_id)
+    if image_id in service.index and service.gallery is not None:
+      png = service.gallery.png(image_id)
     if png is None:
       raise HttpError(404, f'no image for id {params["id"]!r}')
-    return 200, 'image/png', png
+    return responses.Response(png, media_type='image/png')
 
-  def _explain(self, url):
-    params = self._query_params(url, ('q', 'id'))
+  @app.get('/explain', responses={400: {'model': schemas.Error}, 404: {'model': schemas.Error}},
+           openapi_extra={'parameters': [
+               _parameter('q', 'string', True, 'the query text'),
+               _parameter('id', 'string', True, 'a gallery id')]})
+  def explain(request: fastapi.Request):
+    """Per-word heatmaps of `q` over gallery image `id`, one per scorer."""
+    params = _query_params(request, ('q', 'id'))
     if 'q' not in params or 'id' not in params:
       raise HttpError(400, 'missing parameter q or id, e.g. /explain?q=a+red+circle&id=7')
-    image_id = self.service.index.parse_id(params['id'])
-    if image_id not in self.service.index:
+    image_id = service.index.parse_id(params['id'])
+    if image_id not in service.index:
       raise HttpError(404, f'image id {params["id"]!r} is not in the gallery')
-    return 200, 'application/json', _json(self.service.explain(params['q'], image_id))
+    return _response(200, service.explain(params['q'], image_id))
 
-  def _check_writer(self):
-    if not ipaddress.ip_address(self.client_address[0]).is_loopback:
-      raise HttpError(403, 'the gallery can be changed only from this machine (loopback)')
+  @app.post('/items', response_model=schemas.ItemsResponse,
+            **body_of('/items', 'post', schemas.ItemsRequest))
+  async def items_post(request: fastapi.Request):
+    auth.check(write_token, request.headers.get('authorization'))
+    _query_params(request, ())
+    body, _ = _parse(await request.body(), schemas.ItemsRequest)
+    return _response(200, await concurrency.run_in_threadpool(service.add_items,
+                                                                      body.items))
 
-  def _items_post(self, url):
-    self._query_params(url, ())
-    body = self._read_json(MAX_ITEMS_BODY)
-    self._check_writer()
-    if set(body) != {'items'}:
-      raise HttpError(400, 'the body must be {"items": [...]}')
-    return 200, 'application/json', _json(self.service.add_items(body['items']))
+  @app.delete('/items', response_model=schemas.DeleteResponse,
+              **body_of('/items', 'delete', schemas.DeleteRequest))
+  async def items_delete(request: fastapi.Request):
+    auth.check(write_token, request.headers.get('authorization'))
+    _query_params(request, ())
+    body, _ = _parse(await request.body(), schemas.DeleteRequest)
+    return _response(200, await concurrency.run_in_threadpool(service.delete_items,
+                                                                      body.ids))
 
-  def _items_delete(self, url):
-    self._query_params(url, ())
-    body = self._read_json(MAX_SEARCH_BODY)
-    self._check_writer()
-    if set(body) != {'ids'}:
-      raise HttpError(400, 'the body must be {"ids": [...]}')
-    return 200, 'application/json', _json(self.service.delete_items(body['ids']))
+  def openapi():
+    """FastAPI's schema, with the request bodies this module parses itself."""
+    if app.openapi_schema is None:
+      schema = openapi_utils.get_openapi(title=app.title, version=app.version,
+                                         description=app.description, routes=app.routes)
+      components = schema.setdefault('components', {}).setdefault('schemas', {})
+      for model in (*request_models.values(), schemas.Item):
+        found = model.model_json_schema(ref_template='#/components/schemas/{model}')
+        components.update(found.pop('$defs', {}))
+        components[model.__name__] = found
+      # Items are validated by the service (one-line errors); the schema shows their shape.
+      components['ItemsRequest']['properties']['items']['items'] = {
+          '$ref': '#/components/schemas/Item'}
+      for (path, method), model in request_models.items():
+        schema['paths'][path][method]['requestBody'] = {'required': True, 'content': {
+            'application/json': {'schema': {'$ref': f'#/components/schemas/{model.__name__}'}}}}
+      app.openapi_schema = schema
+    return app.openapi_schema
+
+  app.openapi = openapi
+  app.add_middleware(BodyLimits)
+  return app
 
 
-def _json(value):
-  return json.dumps(value, allow_nan=False).encode('utf-8')
+class Server:
+  """uvicorn serving the app on a socket bound at construction (so `url` is known at once)."""
 
-
-class Server(http.server.ThreadingHTTPServer):
-  """One thread per connection; the service micro-batches across them."""
-
-  daemon_threads = True
-  allow_reuse_address = True
-  request_queue_size = 128  # socketserver's 5 drops bursts of new connections (1 s SYN retry).
-
-  def __init__(self, address, service):
+  def __init__(self, address, service, write_token=None):
     family = socket.AF_INET6 if ':' in address[0] else socket.AF_INET
-    self.address_family = family
+    self.socket = socket.socket(family, socket.SOCK_STREAM)
+    self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      self.socket.bind(address)
+    except OSError:
+      self.socket.close()
+      raise
+    self.socket.listen(128)  # A burst of new connections is queued, not dropped.
+    self.server_address = self.socket.getsockname()
     self.service = service
-    super().__init__(address, Handler)
+    config = uvicorn.Config(make_app(service, write_token), log_config=None,
+                            log_level='warning', access_log=False, lifespan='off',
+                            timeout_keep_alive=KEEP_ALIVE_S, server_header=False)
+    self.uvicorn = uvicorn.Server(config)
+    self._stopped = threading.Event()
 
-  def handle_error(self, request, client_address):
-    # A client that hangs up mid-response is not the server's failure.
-    logging.info('connection from %s ended with an error', client_address, exc_info=True)
+  def serve_forever(self):
+    try:
+      self.uvicorn.run(sockets=[self.socket])
+    finally:
+      self._stopped.set()
+
+  def shutdown(self):
+    self.uvicorn.should_exit = True
+    self._stopped.wait(30)
+
+  def server_close(self):
+    self.socket.close()
 
   @property
   def url(self):
@@ -304,10 +388,10 @@ class Server(http.server.ThreadingHTTPServer):
     return f'http://{f"[{host}]" if ":" in host else host}:{port}/'
 
 
-def make_server(service, host='127.0.0.1', port=0):
+def make_server(service, host='127.0.0.1', port=0, write_token=None):
   """A server bound to `host:port` (port 0: a free one; see `.url`), not yet serving."""
   try:
-    return Server((host, port), service)
+    return Server((host, port), service, write_token)
   except OSError as e:
     raise errors.UserError(f'cannot listen on {host}:{port} ({e.strerror}); pick another '
                            '--port or --host') from None
@@ -318,16 +402,20 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def serve(config, workdir, host='127.0.0.1', port=8000, options=service_lib.Options()):
+def serve(config, workdir, host='127.0.0.1', port=8000, options=service_lib.Options(),
+          write_token_file=None):
   """Loads the workdir's model and index, warms up, and serves until interrupted."""
+  write_token = auth.load_token(write_token_file)
   service = service_lib.from_workdir(config, workdir, options)
-  server = make_server(service, host, port)
+  server = make_server(service, host, port, write_token)
   if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server as Ctrl-C does.
+    # SIGTERM stops the server as Ctrl-C does (uvicorn re-raises it after its shutdown).
+    signal.signal(signal.SIGTERM, _interrupt)
   health = service.health()
+  writes = 'writes with the token' if write_token else f'writes disabled (no {auth.ENV_VAR})'
   print(f'serving {health["num_items"]} images (model step {health["model_step"]}, '
-        f'{health["index_method"]} index, warm-up {health["warmup_s"]:.1f}s) on {server.url}',
-        flush=True)
+        f'{health["index_method"]} index, warm-up {health["warmup_s"]:.1f}s, {writes}) on '
+        f'{server.url}', flush=True)
   try:
     server.serve_forever()
   except KeyboardInterrupt:

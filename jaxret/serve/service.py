@@ -1,11 +1,14 @@
 """The search service behind `--mode=serve`: model, index, micro-batcher, re-rank hook.
 
-`SearchService` is independent of HTTP: `search(texts, k, rerank)`,
+`SearchService` is independent of HTTP: `search(texts, k, rerank, ...)`,
 `add_items(items)`, `delete_items(ids)`, `explain(query, image_id)` and `health()`
 take and return plain
 Python values and raise `errors.UserError` for bad input, which the server
-turns into a 4xx. `from_workdir` assembles it from a trained workdir: the
-index, the checkpoint of the step the index was built from (so training on in
+turns into a 4xx. A query is a text, or an image (base64, or the id of a
+gallery item) embedded by the image tower; a metadata filter narrows the
+results to the items that pass it (`jaxret/index/metadata.py`); re-ranking
+takes the largest candidate bucket whose measured cost fits `budget_ms`.
+`from_workdir` assembles it from a trained workdir: the index, the checkpoint of the step the index was built from (so training on in
 the same workdir does not change what is served), the warmed-up text encoder,
 and a check that this model made the index.
 
@@ -13,7 +16,12 @@ A late-interaction workdir (FILIP, `index.token_dtype` set) is served as it was
 trained: the pooled index gives a shortlist of `index.token_shortlist` items
 and the token-wise score over the stored patch tokens re-ranks it
 (`rerank/tokenwise.py`); results then carry `token_scores` next to the pooled
-`fast_scores`.
+`fast_scores`. The token-wise order applies to text queries (it scores a
+caption's words), filtered or not: a filter narrows the pooled shortlist, which
+is then re-ordered token-wise. An image query is served in the pooled order.
+With `rerank`, the slow re-ranker re-ranks the token-wise order's top
+`rerank_k` (`fast_ids` is then that token-wise order, what rerank=0 returns);
+the budget covers the slow re-ranker only.
 """
 
 import base64
@@ -23,6 +31,7 @@ import io
 import os
 import threading
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -44,6 +53,15 @@ REQUEST_TIMEOUT_S = 60
 
 
 @dataclasses.dataclass(frozen=True)
+class Query:
+  """One request's queries for the batcher: tokenised texts or ready vectors, k, filter."""
+  prepared: np.ndarray | None  # (N, 2, L) tokens and mask, or None for `vectors`.
+  vectors: np.ndarray | None  # (N, D) query embeddings (image queries).
+  k: int
+  passed: store.FilterMask | None  # The request's filter, or None.
+
+
+@dataclasses.dataclass(frozen=True)
 class Options:
   """Serving limits and batching; the defaults suit a small CPU server."""
   default_k: int = 10
@@ -54,6 +72,14 @@ class Options:
   micro_batch: int = 64  # Queries per model run and index search.
   max_wait_ms: float = 0.0  # Extra wait for company; 0: batch whatever is queued.
   batch_buckets: tuple = encoder_lib.BATCH_BUCKETS
+  rerank_budget_ms: float = 0.0  # Default re-ranking budget; 0: the re-ranker's own K.
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+  """A queued search: the batcher's future, and the function that makes the answer."""
+  future: Any
+  finish: Any
 
 
 class SearchService:
@@ -91,77 +117,171 @@ class SearchService:
                              f'(the gallery has {len(self.index)} images)')
 
   def _process(self, items):
-    """Micro-batch worker: one encoder run and one index search for all queued queries."""
+    """Micro-batch worker: one encoder run for all queued texts, one index search for all
+    unfiltered queries; each filtered request is searched with its own filter."""
     start = time.perf_counter()
-    prepared = np.concatenate([item.payload[0] for item in items])
-    embeddings = self.text_encoder.embed(prepared)
-    encoded = time.perf_counter()
-    k = min(max(item.payload[1] for item in items), len(self.index))
-    ids, scores = self.index.search(embeddings, k)
-    searched = time.perf_counter()
-    results, row = [], 0
+    texts = [item.payload.prepared for item in items if item.payload.prepared is not None]
+    text_vectors = iter(self.text_encoder.embed(np.concatenate(texts))) if texts else None
+    embeddings = []
     for item in items:
-      item_k = min(item.payload[1], k)
+      if item.payload.prepared is not None:
+        embeddings.append(np.stack([next(text_vectors) for _ in range(item.size)]))
+      else:
+        embeddings.append(item.payload.vectors)
+    encoded = time.perf_counter()
+    plain = [i for i, item in enumerate(items) if item.payload.passed is None]
+    found = {}
+    if plain:
+      k = min(max(items[i].payload.k for i in plain), len(self.index))
+      ids, scores = self.index.search(np.concatenate([embeddings[i] for i in plain]), k)
+      row = 0
+      for i in plain:
+        size, item_k = items[i].size, min(items[i].payload.k, k)
+        found[i] = (ids[row:row + size, :item_k], scores[row:row + size, :item_k], None)
+        row += size
+    for i, item in enumerate(items):
+      if item.payload.passed is not None:
+        found[i] = self.index.search_filtered(embeddings[i], item.payload.k, item.payload.passed)
+    searched = time.perf_counter()
+    results = []
+    for i, item in enumerate(items):
       timings = {'queue_ms': 1000 * (start - item.submitted),
                  'encode_ms': 1000 * (encoded - start),
                  'search_ms': 1000 * (searched - encoded),
-                 'batch_queries': len(prepared)}
-      results.append((ids[row:row + item.size, :item_k], scores[row:row + item.size, :item_k],
-                      timings))
-      row += item.size
+                 'batch_queries': sum(entry.size for entry in items)}
+      results.append(found[i] + (timings,))
     return results
 
-  def search(self, texts, k, rerank=False):
-    """Top-k ids and scores for each text; with `rerank`, re-ordered by the re-ranker.
+  def rerank_k(self, budget_ms):
+    """The candidates to re-rank: the largest bucket whose measured cost fits `budget_ms`
+    (None: the service's default budget; 0: the re-ranker's own `num_candidates`)."""
+    budget_ms = self.options.rerank_budget_ms if budget_ms is None else budget_ms
+    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not (
+        np.isfinite(budget_ms) and budget_ms >= 0):
+      raise errors.UserError(f'rerank budget_ms must be a number >= 0, not {budget_ms!r}')
+    if not budget_ms:
+      return self.reranker.num_candidates
+    costs = self.reranker.bucket_costs_ms
+    fitting = [k for k, ms in costs.items() if ms <= budget_ms]
+    if not fitting:
+      cheapest = min(costs, key=costs.get)
+      raise errors.UserError(f'no re-ranking bucket fits a budget of {budget_ms:g} ms: the '
+                             f'cheapest, K={cheapest}, takes {costs[cheapest]:.1f} ms; raise '
+                             'budget_ms or search with rerank=0')
+    return max(fitting)
 
-    Returns {'k', 'rerank', 'results': [{'query', 'ids', 'fast_scores'[, 'slow_scores']}],
-    'timings_ms', 'model_step', 'index_size'}.
+  def _query_vectors(self, image, image_id):
+    """(1, D) query vector for an image query: a base64 image, or a gallery item's id."""
+    if (image is None) == (image_id is None):
+      raise errors.UserError('an image query takes exactly one of "image" (base64) or '
+                             '"image_id"')
+    if image_id is not None:
+      (image_id,) = self.index.check_ids([image_id])
+      vector = self.index.vector_of(image_id)
+      return vector[None]
+    if not isinstance(image, str):
+      raise errors.UserError('"image" must be a base64-encoded PNG or JPEG string')
+    return np.asarray(self.image_encoder.embed(self._decode_image('query', image)[None]),
+                      np.float32)
+
+  def search(self, texts=None, k=10, rerank=False, filter_expression=None, budget_ms=None,
+             image=None, image_id=None):
+    """Top-k ids and scores for each text (or for one image query); with `rerank`,
+    re-ordered by the re-ranker; with `filter_expression`, only items that pass it.
+
+    Returns {'k', 'rerank', 'results': [{'query', 'ids', 'fast_scores'[, 'token_scores',
+    'slow_scores', 'fast_ids']}], 'timings_ms', 'model_step', 'index_size'[, 'shortlist',
+    'filter', 'rerank_k', 'rerank_budget_ms']}.
     """
+    pending = self.begin_search(texts, k, rerank, filter_expression, budget_ms, image,
+                                image_id)
+    return pending.finish(pending.future.result(timeout=REQUEST_TIMEOUT_S))
+
+  def begin_search(self, texts=None, k=10, rerank=False, filter_expression=None, budget_ms=None,
+                   image=None, image_id=None):
+    """Checks a search (as `search`) and queues it: a `Pending` whose `future` gives the
+    micro-batch's result and whose `finish(result)` makes the answer (re-ranking if asked),
+    so that an asynchronous server can wait without holding a thread."""
     start = time.perf_counter()
-    if not isinstance(texts, list) or not texts:
-      raise errors.UserError('queries must be a non-empty list of strings')
-    if len(texts) > self.options.max_queries_per_request:
-      raise errors.UserError(f'{len(texts)} queries in one request; the limit is '
-                             f'{self.options.max_queries_per_request}')
+    image_query = image is not None or image_id is not None
+    if image_query:
+      if texts is not None:
+        raise errors.UserError('give either "queries" (texts) or an image query, not both')
+      if rerank:
+        raise errors.UserError('re-ranking scores texts against images: an image query '
+                               'cannot be re-ranked; search with rerank=0')
+    else:
+      if not isinstance(texts, list) or not texts:
+        raise errors.UserError('queries must be a non-empty list of strings')
+      if len(texts) > self.options.max_queries_per_request:
+        raise errors.UserError(f'{len(texts)} queries in one request; the limit is '
+                               f'{self.options.max_queries_per_request}')
     self.check_k(k)
     if rerank and self.reranker is None:
       raise errors.UserError('this workdir has no re-ranker: search with rerank=0')
-    prepared = self.text_encoder.prepare(texts)
-    fast_k = max(k, self.reranker.num_candidates) if rerank else k
-    if self.tokenwise is not None:
-      fast_k = max(fast_k, self.tokenwise.num_candidates)
-    future = self.batcher.submit((prepared, min(fast_k, len(self.index))), size=len(texts))
-    ids, scores, timings = future.result(timeout=REQUEST_TIMEOUT_S)
-    fetched = time.perf_counter()
-    results = []
-    for text, hit_ids, fast in zip(texts, ids, scores):
-      entry = {'query': text}
-      if self.tokenwise is not None:
-        hit_ids, fast, entry['token_scores'] = self._tokenwise_order(
-            text, hit_ids, fast, max(k, self.reranker.num_candidates) if rerank else k)
+    num_candidates = self.rerank_k(budget_ms) if rerank else 0
+    # FILIP's token-wise order scores text tokens: it re-orders text queries' shortlists.
+    tokenwise = self.tokenwise is not None and not image_query
+    if budget_ms is not None and not rerank:
+      raise errors.UserError('budget_ms applies to re-ranking: add rerank=1')
+    passed = None
+    if filter_expression is not None:
+      passed = self.index.filter_mask(filter_expression)
+    if image_query:
+      query = Query(None, self._query_vectors(image, image_id), k, passed)
+      labels = [{'image_id': image_id} if image_id is not None else {'image': 'uploaded'}]
+    else:
+      prepared = self.text_encoder.prepare(texts)
+      fast_k = max(k, num_candidates)
+      if tokenwise:
+        fast_k = max(fast_k, self.tokenwise.num_candidates)
+      fast_k = min(fast_k, len(self.index))
+      query = Query(prepared, None, fast_k, passed)
+      labels = texts
+    future = self.batcher.submit(query, size=len(labels))
+
+    def finish(result):
+      ids, scores, filtered, timings = result
+      fetched = time.perf_counter()
+      results = []
+      for label, hit_ids, fast in zip(labels, ids, scores):
+        entry = {'query': label}
+        if tokenwise:
+          hit_ids, fast, entry['token_scores'] = self._tokenwise_order(
+              label, hit_ids, fast, max(k, num_candidates))
+        if rerank:
+          entry['fast_ids'] = hit_ids[:k].tolist()
+          scores = self.reranker(label, hit_ids.tolist(), fast)
+          final, slow = scores if isinstance(scores, tuple) else (scores, scores)
+          final, slow = np.asarray(final, np.float32), np.asarray(slow, np.float32)
+          order = np.argsort(-final, kind='stable')[:k]
+          hit_ids, fast = hit_ids[order], fast[order]
+          entry['slow_scores'] = slow[order].tolist()
+          if tokenwise:
+            entry['token_scores'] = [entry['token_scores'][i] for i in order]
+          if isinstance(scores, tuple):
+            entry['final_scores'] = final[order].tolist()
+        entry['ids'] = hit_ids.tolist()
+        entry['fast_scores'] = fast.tolist()
+        results.append(entry)
+      end = time.perf_counter()
+      found = {'k': k, 'rerank': bool(rerank), 'results': results}
+      if rerank or tokenwise:
+        timings['rerank_ms'] = 1000 * (end - fetched)
+      if tokenwise:
+        found['shortlist'] = fast_k
       if rerank:
-        scores = self.reranker(text, hit_ids.tolist(), fast)
-        final, slow = scores if isinstance(scores, tuple) else (scores, scores)
-        final, slow = np.asarray(final, np.float32), np.asarray(slow, np.float32)
-        order = np.argsort(-final, kind='stable')[:k]
-        hit_ids, fast = hit_ids[order], fast[order]
-        entry['slow_scores'] = slow[order].tolist()
-        if 'token_scores' in entry:
-          entry['token_scores'] = [entry['token_scores'][i] for i in order]
-        if isinstance(scores, tuple):
-          entry['final_scores'] = final[order].tolist()
-      entry['ids'] = hit_ids.tolist()
-      entry['fast_scores'] = fast.tolist()
-      results.append(entry)
-    end = time.perf_counter()
-    if rerank or self.tokenwise is not None:
-      timings['rerank_ms'] = 1000 * (end - fetched)
-    timings['total_ms'] = 1000 * (end - start)
-    return {'k': k, 'rerank': bool(rerank), 'results': results,
-            'timings_ms': {name: round(value, 3) for name, value in timings.items()},
-            'model_step': self.model_step, 'index_size': len(self.index),
-            **({} if self.tokenwise is None else
-               {'shortlist': min(fast_k, len(self.index))})}
+        found['rerank_k'] = min(max(k, num_candidates), len(self.index))
+        found['rerank_budget_ms'] = (self.options.rerank_budget_ms if budget_ms is None
+                                     else budget_ms) or None
+      if passed is not None:
+        found['filter'] = filtered
+      timings['total_ms'] = 1000 * (end - start)
+      found.update(timings_ms={name: round(value, 3) for name, value in timings.items()},
+                   model_step=self.model_step, index_size=len(self.index))
+      return found
+
+    return Pending(future, finish)
 
   def _tokenwise_order(self, text, hit_ids, fast, keep):
     """The shortlist re-ordered by the token-wise score, cut to `keep`: (ids, pooled scores,
@@ -202,7 +322,8 @@ class SearchService:
     return np.asarray(image.resize((size, size), Image.BILINEAR), np.uint8)
 
   def add_items(self, items):
-    """Adds (or replaces) items: [{'id': ..., 'embedding': [...]} or {'id': ..., 'image': b64}].
+    """Adds (or replaces) items: [{'id': ..., 'embedding': [...]} or {'id': ..., 'image': b64},
+    each with optional 'metadata': {field: string, number or date}].
 
     An image is embedded with the model's image tower and kept for thumbnails;
     an embedding is indexed as given (it must be L2-normalised like the rest).
@@ -217,6 +338,10 @@ class SearchService:
                                                              == ('image' in item)):
         raise errors.UserError(f'item {position} must be an object with "id" and exactly one of '
                                '"embedding" or "image"')
+      unknown = sorted(set(item) - {'id', 'embedding', 'image', 'metadata'})
+      if unknown:
+        raise errors.UserError(f'item {position} has unknown keys {unknown}; known: id, '
+                               'embedding, image, metadata')
     ids = self.index.check_ids([item['id'] for item in items])
     vectors, images = [None] * len(items), {}
     for position, item in enumerate(items):
@@ -243,7 +368,8 @@ class SearchService:
         tokens = self.tokenwise.token_store
         tokens.upsert([ids[p] for p in images],
                       self.tokenwise.scorer.image_tokens(np.stack(list(images.values()))))
-      self.index.upsert(ids, np.asarray(vectors, np.float32))
+      self.index.upsert(ids, np.asarray(vectors, np.float32),
+                        [item.get('metadata') for item in items])
       if self.tokenwise is not None:
         self.tokenwise.token_store.save()
       if self.gallery is not None:
@@ -283,6 +409,9 @@ class SearchService:
         'index_method': self.index.manifest['build_params']['method'],
         'changes_since_build': self.index.manifest['changes_since_build'],
         'reranker': None if self.reranker is None else self.reranker.name,
+        'rerank_bucket_costs_ms': None if self.reranker is None else {
+            str(k): round(ms, 3) for k, ms in self.reranker.bucket_costs_ms.items()},
+        'metadata_fields': dict(self.index.metadata.types),
         'tokenwise': None if self.tokenwise is None else {
             'shortlist': self.tokenwise.num_candidates,
             'dtype': self.tokenwise.token_store.manifest['dtype']},
@@ -297,6 +426,7 @@ class SearchService:
 
 def from_workdir(config, workdir, options=Options()):
   """The service for the index in `workdir` and the checkpoint it was built from."""
+  options = dataclasses.replace(options, rerank_budget_ms=float(config.rerank.budget_ms))
   index = store.load(store.directory(workdir), expected_dim=config.model.embed_dim)
   step = index.manifest['model_step']
   # One device: a query batch is small, and one device keeps latency low.

@@ -87,4 +87,6 @@ def load_split(data_config, split):
   if split != 'train':
     images = images[:]
   ids = ID_OFFSET[split] + np.arange(len(scenes), dtype=np.int64)
-  return records.Records(images=images, image_ids=ids, captions=texts)
+  metadata = [{'layout': s.layout, 'objects': len(s.objects), 'colour': s.objects[0].colour,
+               'shape': s.objects[0].shape} for s in scenes]
+  return records.Records(images=images, image_ids=ids, captions=texts, metadata=metadata)
