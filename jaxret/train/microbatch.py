@@ -47,22 +47,24 @@ def check(microbatches, global_batch, mesh, objective, loss_name):
         f'({objective.CHUNKING_REFUSAL}); use microbatches=1')
 
 
-def split(tree, microbatches, mesh):
-  """(B, ...) leaves -> (M, B / M, ...): chunk c holds rows c·k..(c+1)·k − 1 of every device."""
+def chunk(tree, index, microbatches, mesh):
+  """Chunk `index` of (B, ...) leaves: rows index·k..(index+1)·k − 1 of every device,
+  (B / M, ...) sharded like the batch. Each device slices its own rows in place
+  (no rearranged copy of the batch, which would grow with it)."""
   shards = mesh_lib.batch_shards(mesh)
-  chunked = NamedSharding(mesh, P(None, mesh_lib.batch_axes(mesh)))
+  rows = mesh_lib.batch_sharding(mesh)
 
   def one(x):
     per_device = x.shape[0] // shards
     x = x.reshape(shards, microbatches, per_device // microbatches, *x.shape[1:])
-    x = jnp.swapaxes(x, 0, 1).reshape(microbatches, shards * x.shape[2], *x.shape[3:])
-    return lax.with_sharding_constraint(x, chunked)
+    x = lax.dynamic_index_in_dim(x, index, axis=1, keepdims=False)
+    return lax.with_sharding_constraint(x.reshape(-1, *x.shape[2:]), rows)
 
   return jax.tree.map(one, tree)
 
 
 def merge(tree, mesh):
-  """The inverse of `split`: (M, B / M, ...) leaves -> (B, ...) in the batch's row order."""
+  """(M, B / M, ...) leaves, `chunk` i at i, -> (B, ...) in the batch's row order."""
   shards = mesh_lib.batch_shards(mesh)
   rows = mesh_lib.batch_sharding(mesh)
 
@@ -78,8 +80,10 @@ def merge(tree, mesh):
 def cached_gradients(params, extra, batch, rng, step, objective, microbatches):
   """Gradient caching: (loss, metrics, new extra, gradients) equal to the full batch's."""
   mesh = objective.mesh
-  chunks = split(batch, microbatches, mesh)
-  embeddings = merge(lax.map(lambda chunk: objective.embed(params, chunk), chunks), mesh)
+  indices = jnp.arange(microbatches)
+  embeddings = merge(lax.map(
+      lambda index: objective.embed(params, chunk(batch, index, microbatches, mesh)), indices),
+                     mesh)
 
   def loss_fn(params, embeddings):
     loss, metrics, new_extra = objective.loss_from_embeddings(params, extra, embeddings, batch,
@@ -89,12 +93,13 @@ def cached_gradients(params, extra, batch, rng, step, objective, microbatches):
   (loss, (metrics, new_extra)), (grads, embedding_grads) = jax.value_and_grad(
       loss_fn, argnums=(0, 1), has_aux=True)(params, embeddings)
 
-  def add_chunk(total, chunk_and_cotangent):
-    chunk, cotangent = chunk_and_cotangent
-    _, pull_back = jax.vjp(lambda p: objective.embed(p, chunk), params)
+  def add_chunk(total, index):
+    rows = chunk(batch, index, microbatches, mesh)
+    _, pull_back = jax.vjp(lambda p: objective.embed(p, rows), params)
+    cotangent = chunk(embedding_grads, index, microbatches, mesh)
     return jax.tree.map(jnp.add, total, pull_back(cotangent)[0]), None
 
-  grads, _ = lax.scan(add_chunk, grads, (chunks, split(embedding_grads, microbatches, mesh)))
+  grads, _ = lax.scan(add_chunk, grads, indices)
   return loss, metrics, new_extra, grads
 
 
@@ -108,17 +113,18 @@ def accumulated_gradients(params, extra, batch, rng, step, objective, microbatch
     loss, metrics, new_extra = objective(params, extra, chunk, rng, step)
     return loss, (metrics, new_extra)
 
-  def add_chunk(carry, chunk):
+  def add_chunk(carry, index):
     total, extra = carry
+    rows = chunk(batch, index, microbatches, objective.mesh)
     (loss, (metrics, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, extra, chunk)
+        params, extra, rows)
     total = jax.tree.map(lambda t, v: t + v / microbatches, total, (loss, metrics, grads))
     return (total, extra), None
 
-  chunks = split(batch, microbatches, objective.mesh)
-  first = jax.tree.map(lambda x: x[0], chunks)
+  first = chunk(batch, 0, microbatches, objective.mesh)
   (loss, (metrics, _)), grads = jax.eval_shape(
       jax.value_and_grad(loss_fn, has_aux=True), params, extra, first)
   zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, metrics, grads))
-  ((loss, metrics, grads), extra), _ = lax.scan(add_chunk, (zero, extra), chunks)
+  ((loss, metrics, grads), extra), _ = lax.scan(add_chunk, (zero, extra),
+                                                jnp.arange(microbatches))
   return loss, metrics, extra, grads
