@@ -60,6 +60,11 @@ def test_h_is_the_sum_of_both_decoders_log_likelihoods(tiny):
   out, _ = model.apply({'params': params}, images, tokens, mask)
   np.testing.assert_allclose(out['log_p_forward'] + out['log_p_backward'], expected,
                              rtol=1e-5, atol=1e-4)
+  # From the stored cross-attention keys and values instead of the visual tokens: the same h.
+  keys_values = model.apply({'params': params}, visual, method=model.keys_values)
+  np.testing.assert_allclose(
+      model.apply({'params': params}, keys_values, tokens, mask, method=model.score_keys_values),
+      h, rtol=1e-5, atol=1e-4)
   # Indexed pairs (each image's keys and values projected once) score the same pairs.
   index = np.array([2, 0, 1, 1, 2])
   pair_tokens, pair_mask = tokens[[0, 1, 2, 0, 1]], mask[[0, 1, 2, 0, 1]]
@@ -133,6 +138,25 @@ def test_candidates_are_self_then_other_images():
   _, valid = distill.sample_candidates(jax.random.key(0), jnp.array([0, 0, 1]), 3)
   assert np.asarray(valid).tolist() == [[True, True, False], [True, True, False],
                                         [True, True, True]]
+
+
+def test_hard_candidates_are_the_highest_scored_other_images():
+  """B_i by a score matrix: own row first, then the other images by score, best first,
+  never a row of the caption's own image; 0 candidates: the whole batch."""
+  rng = np.random.default_rng(4)
+  ids = np.array([0, 1, 1, 2, 3, 4])
+  scores = rng.normal(size=(6, 6)).astype(np.float32)
+  rows, valid = distill.pick_candidates(jnp.asarray(scores), jnp.asarray(ids), 3)
+  for i in range(6):
+    others = [j for j in np.argsort(-scores[i], kind='stable') if ids[j] != ids[i]]
+    assert np.asarray(rows[i]).tolist() == [i] + others[:2]
+  assert bool(valid.all())
+  rows, valid = distill.pick_candidates(jnp.asarray(scores), jnp.asarray(ids), 0)
+  assert rows.shape == (6, 6)
+  for i in range(6):  # Every other image once; the caption's own image's other row is invalid.
+    others = {j for j in range(6) if ids[j] != ids[i]}
+    assert set(np.asarray(rows[i])[np.asarray(valid[i])][1:].tolist()) == others
+    assert int(valid[i].sum()) == 1 + len(others)
 
 
 def _scorer(tiny, **kwargs):
@@ -215,12 +239,19 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   assert '| text→image |' in result.stdout
   with open(workdir / 'eval' / 'fast_slow.json') as f:
     report = json.load(f)
-  names = [row['name'] for row in report['rows']]
-  assert names == ['Fast', 'Fast distilled', 'Slow', 'Fast+Slow K=5', 'Fast+Slow K=10']
+  names = [(row['name'], row['k']) for row in report['rows']]
+  assert names == [('Fast', None), ('Fast distilled', None), ('Slow', None), ('Fast+Slow', 5),
+                   ('Fast+Slow', 10)]
   assert report['slow_visual_dtype'] == 'bfloat16' and report['slow_model'] == 'SlowCaptioner'
   assert all(row['query_ms'] > 0 for row in report['rows'])
-  rows = dict(zip(names, report['rows']))
+  rows = {f'{name} K={k}' if k else name: row for (name, k), row in zip(names, report['rows'])}
+  # Stored keys and values: more bytes per image than the tokens, the same ranking.
+  storage = report['slow_storage']
+  assert storage['keys_values']['bytes_per_image'] > storage['tokens']['bytes_per_image']
+  assert storage['keys_values']['queries'] == storage['tokens']['queries'] > 0
+  assert rows['Fast']['all_captions/t2i/R@1'] == rows['Fast distilled']['all_captions/t2i/R@1']
   for row in report['rows']:  # Fractions of the queries, rising with K.
+    assert row['k'] is None or row['name'] == 'Fast+Slow'  # The issue's schema.
     recalls = [row[f't2i/R@{k}'] for k in (1, 5, 10)]
     assert recalls == sorted(recalls)
     assert all(r * report['queries'] == pytest.approx(round(r * report['queries']))
@@ -242,3 +273,34 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   final, slow_scores = reranker('a big red circle', candidates, [0.5, 0.4, 0.3])
   np.testing.assert_allclose(final, slow_scores + reranker.beta * np.array([0.5, 0.4, 0.3]),
                              rtol=1e-5)
+  # Stored tokens, but keys and values asked for: refused until --mode=index rebuilds them.
+  config = workdir_config.load(str(workdir))
+  config.rerank.features = 'keys_values'
+  from jaxret import errors  # pylint: disable=import-outside-toplevel
+  with pytest.raises(errors.UserError, match="stored slow features are tokens but"):
+    reranker_lib.for_workdir(config, str(workdir))
+
+
+def test_refusals_of_a_missing_teacher_a_mismatched_slow_workdir_and_no_stored_features(
+    tmp_path):
+  """One-line refusals before any work, nothing written."""
+  from jaxret import errors  # pylint: disable=import-outside-toplevel
+  from jaxret.objectives import distill as distill_objective  # pylint: disable=import-outside-toplevel
+  from jaxret.rerank import visual_store  # pylint: disable=import-outside-toplevel
+  missing = str(tmp_path / 'no-such-workdir')
+  with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
+    distill_objective.DistillObjective(None, None, ml_collections.ConfigDict(
+        {'name': 'distill', 'teacher': missing, 'alpha': 1.0, 'teacher_temperature': 1.0,
+         'student_temperature': 0.0, 'num_candidates': 8, 'candidates': 'random'}), None)
+  rerank = ml_collections.ConfigDict({'candidate_buckets': (10,), 'length_buckets': (8,),
+                                      'storage_dtype': 'bfloat16', 'features': 'tokens'})
+  with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
+    reranker_lib.restore_scorer(missing, rerank, ml_collections.ConfigDict({'image_size': 64}))
+  other = tmp_path / 'slow-32px'
+  other.mkdir()
+  (other / 'config.json').write_text('{"data": {"image_size": 32}}')
+  with pytest.raises(errors.UserError, match='reads 32px images but the fast model 64px'):
+    reranker_lib.restore_scorer(str(other), rerank, ml_collections.ConfigDict({'image_size': 64}))
+  with pytest.raises(errors.UserError, match='no slow visual tokens'):
+    visual_store.load(visual_store.directory(str(tmp_path)))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['slow-32px']

@@ -16,11 +16,14 @@ class Records:
     captions: N lists of captions, one list per image.
     bad_records: the split's `bad_records.BadRecords` (what was dropped while
       loading, and what decoding finds later), or None for generated data.
+    groups: (N,) ints, each image's group of near-duplicates (the built-in
+      data's), or None; `data.group_batches` batches whole groups together.
   """
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
   bad_records: Any = None
+  groups: Any = None
 
   def __post_init__(self):
     n = len(self.images)

@@ -32,11 +32,14 @@ def build_index(config, workdir):
 
 
 def build_slow_store(config, workdir, image_ids, split):
-  """The slow model's visual tokens of the gallery, stored for re-ranking (`DIR/rerank/`)."""
-  scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank)
+  """The slow model's features of the gallery (`rerank.features`: visual tokens or
+  cross-attention keys and values), stored for re-ranking (`DIR/rerank/`)."""
+  scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank,
+                                           config.data)
   records = sources.load_split(config.data, split)
   row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}
   rows = [row_of[image_id] for image_id in image_ids.tolist()]
-  visual = scorer.visual_tokens(records.images[rows] if rows else records.images[:0])
+  visual = scorer.gallery_features(records.images[rows] if rows else records.images[:0])
   return visual_store.save(visual_store.directory(workdir), image_ids, visual,
-                           slow_workdir=config.rerank.slow_workdir, slow_step=step)
+                           slow_workdir=config.rerank.slow_workdir, slow_step=step,
+                           features=scorer.features)
