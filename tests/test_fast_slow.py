@@ -182,6 +182,22 @@ def test_scorer_compiles_once_per_bucket(tiny):
   assert scorer.compilations == 2
 
 
+def test_scorer_over_stored_keys_and_values_scores_as_over_visual_tokens(tiny):
+  """rerank.features=keys_values: per image the decoders' cross-attention keys and values
+  (more bytes than the tokens), and the same h from them."""
+  _, _, _, tokens, mask = tiny
+  uint8 = np.random.default_rng(2).integers(0, 255, size=(4, 32, 32, 3), dtype=np.uint8)
+  by_tokens = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,))
+  by_kv = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,), features='keys_values')
+  visual, keys_values = by_tokens.gallery_features(uint8), by_kv.gallery_features(uint8)
+  # (2 decoders, depth 1, keys and values, tokens, heads, head width) per image.
+  assert keys_values.shape[1:4] == (2, 1, 2) and keys_values.shape[4] == visual.shape[1]
+  assert keys_values[0].nbytes == 4 * visual[0].nbytes  # mu: 2 decoders x 1 block x K, V.
+  np.testing.assert_allclose(by_kv.score(tokens[:1], mask[:1], keys_values[None]),
+                             by_tokens.score(tokens[:1], mask[:1], visual[None]),
+                             rtol=1e-5, atol=1e-4)
+
+
 def test_rerank_orders_by_h_alone_with_beta_0_and_by_fast_alone_with_huge_beta(tiny):
   _, _, _, tokens, mask = tiny
   scorer = _scorer(tiny, candidate_buckets=(5,), query_buckets=(1,))
