@@ -159,7 +159,8 @@ def table(results):
   distill = results['distillation']
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
             f'images), seeds {distill["seeds"]} (mean ± std):', '',
-            '| model | candidates | |B_i| | T | α | R@1 | gain over Fast |', '|---|---|---|---|---|---|---|',
+            '| model | candidates | |B_i| | T | α | R@1 | gain over Fast |',
+            '|---|---|---|---|---|---|---|',
             '| Fast | | | | | {:.1f} ± {:.1f} | |'.format(
                 100 * distill['fast']['t2i/R@1']['mean'], 100 * distill['fast']['t2i/R@1']['std'])]
   for v in distill['variants']:

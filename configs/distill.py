@@ -28,7 +28,7 @@ caption_config = config_file.sibling(__file__, 'caption')
 
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, slow='/tmp/jaxret-slow',
-                           fast='/tmp/jaxret-demo', steps=0, candidates='student',
+                           fast='/tmp/jaxret-demo', steps=0, candidates='random',
                            num_candidates=8, temperature=1.0, alpha=1.0, seed=0)
   config = demo.get_config('runlocal' if arg.runlocal else None)
   config.seed = arg.seed

@@ -249,7 +249,8 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
   slow_dir = teacher_workdir()
   workdir = tmp_path / 'fs'
-  config = f'--config=configs/distill.py:runlocal,slow={slow_dir},fast={workdir}'
+  config = (f'--config=configs/distill.py:runlocal,slow={slow_dir},fast={workdir},'
+            'candidates=student')
   run_main('--mode=train', config, f'--workdir={workdir}', '--config.total_steps=2')
   result = run_main('--mode=eval', f'--workdir={workdir}')
   assert '| text→image |' in result.stdout
@@ -301,7 +302,7 @@ def test_refusals_of_a_missing_teacher_a_mismatched_slow_workdir_and_no_stored_f
     tmp_path):
   """One-line refusals before any work, nothing written."""
   from jaxret import errors  # pylint: disable=import-outside-toplevel
-  from jaxret.objectives import distill as distill_objective  # pylint: disable=import-outside-toplevel
+  from jaxret.objectives import distill as distill_objective  # pylint: disable=import-outside-toplevel,line-too-long
   from jaxret.rerank import visual_store  # pylint: disable=import-outside-toplevel
   missing = str(tmp_path / 'no-such-workdir')
   with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):

@@ -1,7 +1,8 @@
 """The Fast and Slow comparison of Miech et al. (2021) on the test split.
 
 Rows: Fast (the undistilled dual encoder of `rerank.fast_workdir`; '' leaves it out), Fast
-distilled (the evaluated model; named Fast when it was not trained by `distill`), Slow (h over the whole gallery), and Fast+Slow
+distilled (the evaluated model; named Fast when it was not trained by `distill`), Slow
+(h over the whole gallery), and Fast+Slow
 for each K in `rerank.ks` (the distilled model's top K re-ranked by h + β · fast
 score; below K the fast order stays). Every row answers the same queries (one
 caption per image, `eval.max_queries` images) one at a time, and its mean query
