@@ -47,4 +47,5 @@ def get_config(arg=None):
   config.rerank.candidate_buckets = (10, 50, 100)
   config.rerank.length_buckets = (8, 16, 24)
   config.rerank.storage_dtype = 'bfloat16'
+  config.rerank.features = 'tokens'
   return config

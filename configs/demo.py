@@ -145,6 +145,9 @@ def get_config(arg=None):
   config.rerank.candidate_buckets = (10, 50, 100)
   config.rerank.length_buckets = (8, 16, 24)
   config.rerank.storage_dtype = 'bfloat16'
+  # Stored per gallery image: the slow model's visual 'tokens', or its decoders'
+  # cross-attention 'keys_values' of them (no projection per query, more bytes).
+  config.rerank.features = 'tokens'
   # The fast_slow evaluator's (configs/distill.py): the undistilled fast model's
   # workdir to compare with ('': none), and the numbers of candidates re-ranked.
   config.rerank.fast_workdir = ''

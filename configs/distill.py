@@ -13,7 +13,8 @@ teacher p from the slow workdir (`slow=DIR`, default /tmp/jaxret-slow) over
 distilled (this model), Slow over the whole gallery, and Fast+Slow for each K
 in `rerank.ks` (final score h + β · fast score). Results: docs/fast_slow.md.
 
-Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`.
+Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`, `candidates=random|student|teacher`,
+`num_candidates=N` (|B_i|; 0: the whole batch), `temperature=T`, `alpha=A`, `seed=S`.
 """
 
 import ml_collections
@@ -27,8 +28,10 @@ caption_config = config_file.sibling(__file__, 'caption')
 
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, slow='/tmp/jaxret-slow',
-                           fast='/tmp/jaxret-demo', steps=0)
+                           fast='/tmp/jaxret-demo', steps=0, candidates='random',
+                           num_candidates=8, temperature=1.0, alpha=1.0, seed=0)
   config = demo.get_config('runlocal' if arg.runlocal else None)
+  config.seed = arg.seed
   if arg.steps:
     config.total_steps = arg.steps
   # The student reads captions with the teacher's tokenizer.
@@ -36,10 +39,14 @@ def get_config(arg=None):
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'distill'
   config.loss.teacher = arg.slow
-  config.loss.alpha = 1.0
-  config.loss.teacher_temperature = 1.0
+  config.loss.alpha = arg.alpha
+  config.loss.teacher_temperature = arg.temperature
   config.loss.student_temperature = 0.0  # 0: the student's own learned logit scale.
-  config.loss.num_candidates = 8  # |B_i|: the paper uses the whole batch; see docs/fast_slow.md.
+  # |B_i|, the caption's own image included; 0: the whole global batch (the paper's).
+  config.loss.num_candidates = arg.num_candidates
+  # B_i's other images: 'random', or the hardest of the global batch by the
+  # (frozen) 'student' score or the 'teacher' h (B² teacher passes per step).
+  config.loss.candidates = arg.candidates
   config.eval.evaluator = 'fast_slow'
   slow = caption_config.get_config('runlocal' if arg.runlocal else None)
   # Queries (one caption per image, spread over the split): exhaustive Slow scores

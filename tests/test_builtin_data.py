@@ -100,3 +100,30 @@ def test_images_show_the_described_colour():
     return np.sum((image[..., 0] > 150) & (image[..., 2] < 100))
   assert reddish(render.render(red, rng)) > 200
   assert reddish(render.render(blue, rng)) == 0
+
+
+def test_grouped_train_split_and_batches_of_whole_groups():
+  """data.group_batches: train scenes in near-duplicate groups, and an epoch order in
+  which every round gives each image one caption, each group's images side by side."""
+  from jaxret.data import pipeline  # pylint: disable=import-outside-toplevel
+  config = ml_collections.ConfigDict({**CONFIG.to_dict(), 'group_batches': True})
+  train = dataset.load_split(config, 'train')
+  assert len(train) == CONFIG.num_train and train.groups is not None
+  scenes = dataset.scenes_of_split(config, 'train')
+  for group in np.unique(train.groups):  # Each group: a base scene and one-change variants.
+    members = [scenes[i] for i in np.flatnonzero(train.groups == group)]
+    variants = {v.key for v in scenes_lib.one_change_variants(members[0])}
+    assert all(m.key in variants for m in members[1:])
+  image_index, _ = train.pairs()
+  order = pipeline.grouped_order(train.groups[image_index], image_index, seed=1)
+  assert sorted(order.tolist()) == list(range(len(image_index)))
+  rounds = np.split(order, 5)  # 5 captions per image: 5 rounds.
+  for pairs in rounds:
+    images = image_index[pairs]
+    assert sorted(images.tolist()) == list(range(len(train)))  # Each image once.
+    groups = train.groups[images]
+    changes = np.count_nonzero(np.diff(groups)) + 1
+    assert changes == len(np.unique(groups))  # Each group in one run.
+  assert not np.array_equal(order, pipeline.grouped_order(train.groups[image_index],
+                                                          image_index, seed=2))
+  assert dataset.load_split(CONFIG, 'train').groups is None  # Random scenes by default.

@@ -60,6 +60,11 @@ def test_h_is_the_sum_of_both_decoders_log_likelihoods(tiny):
   out, _ = model.apply({'params': params}, images, tokens, mask)
   np.testing.assert_allclose(out['log_p_forward'] + out['log_p_backward'], expected,
                              rtol=1e-5, atol=1e-4)
+  # From the stored cross-attention keys and values instead of the visual tokens: the same h.
+  keys_values = model.apply({'params': params}, visual, method=model.keys_values)
+  np.testing.assert_allclose(
+      model.apply({'params': params}, keys_values, tokens, mask, method=model.score_keys_values),
+      h, rtol=1e-5, atol=1e-4)
   # Indexed pairs (each image's keys and values projected once) score the same pairs.
   index = np.array([2, 0, 1, 1, 2])
   pair_tokens, pair_mask = tokens[[0, 1, 2, 0, 1]], mask[[0, 1, 2, 0, 1]]
@@ -135,6 +140,25 @@ def test_candidates_are_self_then_other_images():
                                         [True, True, True]]
 
 
+def test_hard_candidates_are_the_highest_scored_other_images():
+  """B_i by a score matrix: own row first, then the other images by score, best first,
+  never a row of the caption's own image; 0 candidates: the whole batch."""
+  rng = np.random.default_rng(4)
+  ids = np.array([0, 1, 1, 2, 3, 4])
+  scores = rng.normal(size=(6, 6)).astype(np.float32)
+  rows, valid = distill.pick_candidates(jnp.asarray(scores), jnp.asarray(ids), 3)
+  for i in range(6):
+    others = [j for j in np.argsort(-scores[i], kind='stable') if ids[j] != ids[i]]
+    assert np.asarray(rows[i]).tolist() == [i] + others[:2]
+  assert bool(valid.all())
+  rows, valid = distill.pick_candidates(jnp.asarray(scores), jnp.asarray(ids), 0)
+  assert rows.shape == (6, 6)
+  for i in range(6):  # Every other image once; the caption's own image's other row is invalid.
+    others = {j for j in range(6) if ids[j] != ids[i]}
+    assert set(np.asarray(rows[i])[np.asarray(valid[i])][1:].tolist()) == others
+    assert int(valid[i].sum()) == 1 + len(others)
+
+
 def _scorer(tiny, **kwargs):
   model, params, *_ = tiny
   data = ml_collections.ConfigDict({'image_mean': (0.5,) * 3, 'image_std': (0.5,) * 3})
@@ -156,6 +180,22 @@ def test_scorer_compiles_once_per_bucket(tiny):
   assert scorer.compilations == 1
   scorer.score(tokens[2:3], mask[2:3], visual[None, :4])  # A longer caption: bucket 10.
   assert scorer.compilations == 2
+
+
+def test_scorer_over_stored_keys_and_values_scores_as_over_visual_tokens(tiny):
+  """rerank.features=keys_values: per image the decoders' cross-attention keys and values
+  (more bytes than the tokens), and the same h from them."""
+  _, _, _, tokens, mask = tiny
+  uint8 = np.random.default_rng(2).integers(0, 255, size=(4, 32, 32, 3), dtype=np.uint8)
+  by_tokens = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,))
+  by_kv = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,), features='keys_values')
+  visual, keys_values = by_tokens.gallery_features(uint8), by_kv.gallery_features(uint8)
+  # (2 decoders, depth 1, keys and values, tokens, heads, head width) per image.
+  assert keys_values.shape[1:4] == (2, 1, 2) and keys_values.shape[4] == visual.shape[1]
+  assert keys_values[0].nbytes == 4 * visual[0].nbytes  # mu: 2 decoders x 1 block x K, V.
+  np.testing.assert_allclose(by_kv.score(tokens[:1], mask[:1], keys_values[None]),
+                             by_tokens.score(tokens[:1], mask[:1], visual[None]),
+                             rtol=1e-5, atol=1e-4)
 
 
 def test_rerank_orders_by_h_alone_with_beta_0_and_by_fast_alone_with_huge_beta(tiny):
@@ -209,18 +249,26 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
   slow_dir = teacher_workdir()
   workdir = tmp_path / 'fs'
-  config = f'--config=configs/distill.py:runlocal,slow={slow_dir},fast={workdir}'
+  config = (f'--config=configs/distill.py:runlocal,slow={slow_dir},fast={workdir},'
+            'candidates=student')
   run_main('--mode=train', config, f'--workdir={workdir}', '--config.total_steps=2')
   result = run_main('--mode=eval', f'--workdir={workdir}')
   assert '| text→image |' in result.stdout
   with open(workdir / 'eval' / 'fast_slow.json') as f:
     report = json.load(f)
-  names = [row['name'] for row in report['rows']]
-  assert names == ['Fast', 'Fast distilled', 'Slow', 'Fast+Slow K=5', 'Fast+Slow K=10']
+  names = [(row['name'], row['k']) for row in report['rows']]
+  assert names == [('Fast', None), ('Fast distilled', None), ('Slow', None), ('Fast+Slow', 5),
+                   ('Fast+Slow', 10)]
   assert report['slow_visual_dtype'] == 'bfloat16' and report['slow_model'] == 'SlowCaptioner'
   assert all(row['query_ms'] > 0 for row in report['rows'])
-  rows = dict(zip(names, report['rows']))
+  rows = {f'{name} K={k}' if k else name: row for (name, k), row in zip(names, report['rows'])}
+  # Stored keys and values: more bytes per image than the tokens, the same ranking.
+  storage = report['slow_storage']
+  assert storage['keys_values']['bytes_per_image'] > storage['tokens']['bytes_per_image']
+  assert storage['keys_values']['queries'] == storage['tokens']['queries'] > 0
+  assert rows['Fast']['all_captions/t2i/R@1'] == rows['Fast distilled']['all_captions/t2i/R@1']
   for row in report['rows']:  # Fractions of the queries, rising with K.
+    assert row['k'] is None or row['name'] == 'Fast+Slow'  # The issue's schema.
     recalls = [row[f't2i/R@{k}'] for k in (1, 5, 10)]
     assert recalls == sorted(recalls)
     assert all(r * report['queries'] == pytest.approx(round(r * report['queries']))
@@ -242,6 +290,37 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   final, slow_scores = reranker('a big red circle', candidates, [0.5, 0.4, 0.3])
   np.testing.assert_allclose(final, slow_scores + reranker.beta * np.array([0.5, 0.4, 0.3]),
                              rtol=1e-5)
+  # Stored tokens, but keys and values asked for: refused until --mode=index rebuilds them.
+  config = workdir_config.load(str(workdir))
+  config.rerank.features = 'keys_values'
+  from jaxret import errors  # pylint: disable=import-outside-toplevel
+  with pytest.raises(errors.UserError, match="stored slow features are tokens but"):
+    reranker_lib.for_workdir(config, str(workdir))
+
+
+def test_refusals_of_a_missing_teacher_a_mismatched_slow_workdir_and_no_stored_features(
+    tmp_path):
+  """One-line refusals before any work, nothing written."""
+  from jaxret import errors  # pylint: disable=import-outside-toplevel
+  from jaxret.objectives import distill as distill_objective  # pylint: disable=import-outside-toplevel,line-too-long
+  from jaxret.rerank import visual_store  # pylint: disable=import-outside-toplevel
+  missing = str(tmp_path / 'no-such-workdir')
+  with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
+    distill_objective.DistillObjective(None, None, ml_collections.ConfigDict(
+        {'name': 'distill', 'teacher': missing, 'alpha': 1.0, 'teacher_temperature': 1.0,
+         'student_temperature': 0.0, 'num_candidates': 8, 'candidates': 'random'}), None)
+  rerank = ml_collections.ConfigDict({'candidate_buckets': (10,), 'length_buckets': (8,),
+                                      'storage_dtype': 'bfloat16', 'features': 'tokens'})
+  with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
+    reranker_lib.restore_scorer(missing, rerank, ml_collections.ConfigDict({'image_size': 64}))
+  other = tmp_path / 'slow-32px'
+  other.mkdir()
+  (other / 'config.json').write_text('{"data": {"image_size": 32}}')
+  with pytest.raises(errors.UserError, match='reads 32px images but the fast model 64px'):
+    reranker_lib.restore_scorer(str(other), rerank, ml_collections.ConfigDict({'image_size': 64}))
+  with pytest.raises(errors.UserError, match='no slow visual tokens'):
+    visual_store.load(visual_store.directory(str(tmp_path)))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['slow-32px']
 
 
 def test_reranker_measures_each_candidate_bucket():

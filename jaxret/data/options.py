@@ -57,6 +57,10 @@ def defaults():
       'on_bad_record': 'skip',
       # wds training: samples shuffled together (one chunk held in memory).
       'shuffle_buffer': 1000,
+      # Training batches of whole near-duplicate groups (Records.groups; the built-in
+      # train split is then generated in groups too): each image's captions in
+      # turn, groups kept together, in a seeded order (pipeline.grouped_order).
+      'group_batches': False,
   })
 
 

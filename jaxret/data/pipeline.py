@@ -182,6 +182,26 @@ class StreamBatches:
     }
 
 
+def grouped_order(pair_groups, pair_images, seed):
+  """An epoch's order of the pairs (captions) that keeps near-duplicate groups together.
+
+  The epoch is one round per caption of an image: in round r every image gives
+  its r-th caption (captions in a seeded random order per image), the groups
+  follow each other in a seeded random order and each group's images lie side
+  by side, so a batch holds whole groups of near-duplicates, each image once.
+  """
+  rng = np.random.default_rng(seed)
+  pair_groups, pair_images = np.asarray(pair_groups), np.asarray(pair_images)
+  shuffled = rng.permutation(len(pair_images))  # Random captions' ranks within an image.
+  by_image = shuffled[np.argsort(pair_images[shuffled], kind='stable')]
+  first = np.searchsorted(pair_images[by_image], pair_images[by_image])
+  round_of = np.empty(len(pair_images), np.int64)
+  round_of[by_image] = np.arange(len(by_image)) - first
+  group_rank = rng.permutation(pair_groups.max() + 1)[pair_groups]
+  image_rank = rng.permutation(pair_images.max() + 1)[pair_images]
+  return np.lexsort((image_rank, group_rank, round_of))
+
+
 def train_dataset(records, tokenizer, data_config, *, seed, global_batch,
                   process_index=0, process_count=1):
   """An endless grain dataset whose element s is this process's part of global batch s.
@@ -197,8 +217,15 @@ def train_dataset(records, tokenizer, data_config, *, seed, global_batch,
     return stream.batch(local_batch, drop_remainder=True, batch_fn=list).map(
         StreamBatches(stream, tokenizer, data_config, seed))
   assemble = PairBatches(records, tokenizer, data_config, seed)
-  dataset = (grain.MapDataset.range(len(assemble))
-             .shuffle(seed=seed)
+  if options_lib.resolve(data_config).group_batches:
+    if records.groups is None:
+      raise errors.UserError('data.group_batches needs a source with near-duplicate groups '
+                             '(the built-in data); this one has none')
+    pairs = grain.MapDataset.source(grouped_order(records.groups[assemble.image_index],
+                                                  assemble.image_index, seed))
+  else:
+    pairs = grain.MapDataset.range(len(assemble)).shuffle(seed=seed)
+  dataset = (pairs
              .repeat(None)
              .map_with_index(lambda position, pair: (position, pair))
              .batch(local_batch, drop_remainder=True, batch_fn=np.asarray))

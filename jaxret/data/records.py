@@ -18,12 +18,15 @@ class Records:
       loading, and what decoding finds later), or None for generated data.
     metadata: None, or N dicts of field: string, number or date (YYYY-MM-DD),
       which --mode=index stores with the items for filtered search.
+    groups: (N,) ints, each image's group of near-duplicates (the built-in
+      data's), or None; `data.group_batches` batches whole groups together.
   """
   images: np.ndarray
   image_ids: np.ndarray
   captions: list
   bad_records: Any = None
   metadata: Any = None
+  groups: Any = None
 
   def __post_init__(self):
     n = len(self.images)

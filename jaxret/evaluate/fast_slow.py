@@ -1,7 +1,8 @@
 """The Fast and Slow comparison of Miech et al. (2021) on the test split.
 
 Rows: Fast (the undistilled dual encoder of `rerank.fast_workdir`; '' leaves it out), Fast
-distilled (the evaluated model), Slow (h over the whole gallery), and Fast+Slow
+distilled (the evaluated model; named Fast when it was not trained by `distill`), Slow
+(h over the whole gallery), and Fast+Slow
 for each K in `rerank.ks` (the distilled model's top K re-ranked by h + β · fast
 score; below K the fast order stays). Every row answers the same queries (one
 caption per image, `eval.max_queries` images) one at a time, and its mean query
@@ -21,13 +22,19 @@ import numpy as np
 from jaxret.config import workdir as workdir_config
 from jaxret.data import pipeline
 from jaxret.evaluate import base
+from jaxret.evaluate import recall
 from jaxret.evaluate import slow_retrieval
 from jaxret.index import scann_index
 from jaxret.models import capabilities
+from jaxret.rerank import buckets as buckets_lib
 from jaxret.rerank import reranker as reranker_lib
+from jaxret.rerank import scorer as scorer_lib
 from jaxret.inference import restore as restore_lib
 
 KS = (1, 5, 10)
+ENCODE_BATCH = 256
+# Queries that time exhaustive Slow over each kind of stored features (scorer.FEATURES).
+FEATURE_TIMING_QUERIES = 10
 
 
 def recall_at(ranks, prefix):
@@ -66,6 +73,19 @@ class _Fast:
     rows, scores = scann_index.search(self.searcher, self.embed(text), k)
     return rows[0], scores[0], time.perf_counter() - start
 
+  def all_captions(self, records):
+    """Text→image R@1/5/10 over every caption of the split (not timed)."""
+    image_index, texts = records.pairs()
+    text_emb = []
+    for start in range(0, len(texts), ENCODE_BATCH):
+      tokens, mask = self.tokenizer.encode(texts[start:start + ENCODE_BATCH])
+      count = len(tokens)  # The last chunk padded to the batch: one compiled shape.
+      text_emb.append(np.asarray(self._text(self.params, buckets_lib.pad_rows(tokens, ENCODE_BATCH),
+                                            buckets_lib.pad_rows(mask, ENCODE_BATCH)))[:count])
+    metrics = recall.metrics_from_scores(np.concatenate(text_emb) @ self.image_emb.T,
+                                         np.arange(len(records)), image_index, directions=('t2i',))
+    return {f'all_captions/t2i/R@{k}': metrics[f't2i/R@{k}'] for k in KS}
+
   def ranks(self, texts, right_rows):
     """0-based ranks of the right images over the whole gallery, and the mean query time."""
     seconds, ranks = [], []
@@ -103,30 +123,31 @@ class FastSlowEvaluator(base.Evaluator):
     right = np.asarray([row_of[i] for i in np.asarray(text_ids).tolist()])
     rows, results = [], {}
 
-    def add(name, ranks, seconds, **extra):
+    def add(name, ranks, seconds, k=None, **extra):
       metrics = recall_at(ranks, '')
-      rows.append({'name': name, **metrics, 'query_ms': 1000 * seconds, **extra})
-      key = name.lower().replace(' ', '_').replace('+', '_')
-      results.update({f'{key}/{k}': v for k, v in metrics.items()})
+      rows.append({'name': name, 'k': k, **metrics, 'query_ms': 1000 * seconds, **extra})
+      key = name.lower().replace(' ', '_').replace('+', '_') + (f'_k{k}' if k else '')
+      results.update({f'{key}/{m}': v for m, v in metrics.items()})
       results[f'{key}/query_ms'] = 1000 * seconds
 
     distilled = _Fast(self.model, params, self.tokenizer, self.config.data,
                       self.records.images, self.config.index)
     if rerank.fast_workdir:
-      add('Fast', *self._restore_fast(rerank.fast_workdir).ranks(texts, right))
+      fast = self._restore_fast(rerank.fast_workdir)
+      add('Fast', *fast.ranks(texts, right), **fast.all_captions(self.records))
     distilled_ranks, distilled_seconds = distilled.ranks(texts, right)
-    add('Fast distilled', distilled_ranks, distilled_seconds)
+    # The evaluated model: the distilled student, or (not trained by `distill`) a plain Fast.
+    add('Fast distilled' if self.config.loss.name == 'distill' else 'Fast', distilled_ranks,
+        distilled_seconds,
+        **distilled.all_captions(self.records))
 
-    scorer, slow_tokenizer, _ = reranker_lib.restore_scorer(rerank.slow_workdir, rerank)
-    visual = scorer.visual_tokens(self.records.images)
+    scorer, slow_tokenizer, _ = reranker_lib.restore_scorer(rerank.slow_workdir, rerank,
+                                                            self.config.data)
+    visual = scorer.gallery_features(self.records.images)
     tokens, mask = slow_tokenizer.encode(texts)
-    slow_ranks, seconds = [], []
-    for i in range(len(texts)):
-      start = time.perf_counter()
-      h = scorer.score(tokens[i:i + 1], mask[i:i + 1], visual[None])[0]
-      seconds.append(time.perf_counter() - start)
-      slow_ranks.append(int(np.sum(h > h[right[i]])))
-    add('Slow', np.asarray(slow_ranks), float(np.mean(seconds)))
+    slow_ranks, seconds = exhaustive(scorer, tokens, mask, visual, right)
+    add('Slow', slow_ranks, seconds, pair_us=1e6 * seconds / len(self.records),
+        features=scorer.features)
 
     ids = np.arange(len(self.records))
     reranker = reranker_lib.FastSlowReranker(scorer, slow_tokenizer, ids, visual,
@@ -135,29 +156,68 @@ class FastSlowEvaluator(base.Evaluator):
       ranks, seconds = [], []
       for i, text in enumerate(texts):
         start = time.perf_counter()
-        candidates, fast, _ = distilled.search(text, k)
-        final, _ = reranker.rerank(tokens[i:i + 1], mask[i:i + 1], candidates[None], fast[None])
+        candidates, fast_scores, _ = distilled.search(text, k)
+        final, _ = reranker.rerank(tokens[i:i + 1], mask[i:i + 1], candidates[None],
+                                   fast_scores[None])
         order = candidates[np.argsort(-final[0], kind='stable')]
         seconds.append(time.perf_counter() - start)
         hits = np.flatnonzero(order == right[i])
         ranks.append(int(hits[0]) if len(hits) else max(int(distilled_ranks[i]), k))
-      add(f'Fast+Slow K={k}', np.asarray(ranks), float(np.mean(seconds)), k=k)
+      add('Fast+Slow', np.asarray(ranks), float(np.mean(seconds)), k=k)
 
     report = {'queries': len(texts), 'gallery': len(self.records), 'beta': rerank.beta,
               'slow_workdir': rerank.slow_workdir, 'slow_model': type(scorer.model).__name__,
+              'slow_features': scorer.features,
               'slow_visual_bytes_per_image': int(visual[0].nbytes),
-              'slow_visual_dtype': str(visual.dtype), 'rows': rows}
+              'slow_visual_dtype': str(visual.dtype),
+              'slow_storage': storage_comparison(scorer, self.records.images, tokens, mask,
+                                                 right),
+              'rows': rows}
     if self.output_dir and jax.process_index() == 0:
       write_report(self.output_dir, report)
-    results.update({f't2i/R@{k}': results[f'fast_distilled/t2i/R@{k}'] for k in KS})
+    evaluated = rows[1 if rerank.fast_workdir else 0]['name'].lower().replace(' ', '_')
+    results.update({f't2i/R@{k}': results[f'{evaluated}/t2i/R@{k}'] for k in KS})
     results['num_texts'] = len(texts)
     return results
+
+
+def exhaustive(scorer, tokens, mask, features, right):
+  """Slow over the whole gallery, one query at a time: (0-based ranks, mean seconds)."""
+  ranks, seconds = [], []
+  for i in range(len(tokens)):
+    start = time.perf_counter()
+    h = scorer.score(tokens[i:i + 1], mask[i:i + 1], features[None])[0]
+    seconds.append(time.perf_counter() - start)
+    ranks.append(int(np.sum(h > h[right[i]])))
+  return np.asarray(ranks), float(np.mean(seconds))
+
+
+def storage_comparison(scorer, images, tokens, mask, right):
+  """For each kind of stored slow features the model supports (scorer.FEATURES): bytes
+  per image and exhaustive Slow's mean query time over the first
+  FEATURE_TIMING_QUERIES queries (the same queries for every kind)."""
+  kinds = (scorer_lib.FEATURES if isinstance(scorer.model, capabilities.KeyValueScorer)
+           else ('tokens',))
+  count = min(FEATURE_TIMING_QUERIES, len(tokens))
+  out = {}
+  for kind in kinds:
+    variant = scorer_lib.SlowScorer(
+        scorer.model, scorer.params, scorer.data_config, query_buckets=scorer.query_buckets,
+        candidate_buckets=scorer.candidate_buckets, length_buckets=scorer.length_buckets,
+        storage_dtype=scorer.storage_dtype, features=kind)
+    features = variant.gallery_features(images)
+    exhaustive(variant, tokens[:1], mask[:1], features, right[:1])  # Compiles.
+    ranks, seconds = exhaustive(variant, tokens[:count], mask[:count], features, right[:count])
+    out[kind] = {'bytes_per_image': int(features[0].nbytes), 'queries': count,
+                 'query_ms': 1000 * seconds, 'pair_us': 1e6 * seconds / len(images),
+                 't2i/R@1': float(np.mean(ranks < 1))}
+  return out
 
 
 def table(report):
   lines = ['| model | K | R@1 | R@5 | R@10 | mean query time (ms) |', '|---|---|---|---|---|---|']
   for row in report['rows']:
-    lines.append(f'| {row["name"]} | {row.get("k", "")} | ' + ' | '.join(
+    lines.append(f'| {row["name"]} | {row["k"] or ""} | ' + ' | '.join(
         f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in KS) + f' | {row["query_ms"]:.2f} |')
   return '\n'.join(lines)
 
@@ -167,8 +227,8 @@ def plot(report, path):
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-  reranked = [r for r in report['rows'] if 'k' in r]
-  others = [r for r in report['rows'] if 'k' not in r]
+  reranked = [r for r in report['rows'] if r['k']]
+  others = [r for r in report['rows'] if not r['k']]
   figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
   ks = [r['k'] for r in reranked]
   left.plot(ks, [100 * r['t2i/R@1'] for r in reranked], 'o-', label='Fast+Slow')

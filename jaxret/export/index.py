@@ -61,8 +61,11 @@ def build_token_store(config, workdir, image_ids, split, step):
 
 
 def build_slow_store(config, workdir, image_ids, split):
-  """The slow model's visual tokens of the gallery, stored for re-ranking (`DIR/rerank/`)."""
-  scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank)
-  visual = scorer.visual_tokens(_gallery_images(config, image_ids, split))
+  """The slow model's features of the gallery (`rerank.features`: visual tokens or
+  cross-attention keys and values), stored for re-ranking (`DIR/rerank/`)."""
+  scorer, _, step = reranker.restore_scorer(config.rerank.slow_workdir, config.rerank,
+                                           config.data)
+  visual = scorer.gallery_features(_gallery_images(config, image_ids, split))
   return visual_store.save(visual_store.directory(workdir), image_ids, visual,
-                           slow_workdir=config.rerank.slow_workdir, slow_step=step)
+                           slow_workdir=config.rerank.slow_workdir, slow_step=step,
+                           features=scorer.features)

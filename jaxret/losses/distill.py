@@ -36,19 +36,32 @@ def distillation_loss(teacher_scores, student_logits, valid, *, teacher_temperat
                          'distill/teacher_top1': teacher_top1 / count}
 
 
-def sample_candidates(rng, image_ids, num_candidates):
+def pick_candidates(scores, image_ids, num_candidates):
   """B_i for every caption of the global batch: (B, C) row indices and validity.
 
-  Column 0 is the caption's own row; the others are distinct random rows whose
-  image id differs from the caption's. Drawn for the global batch from one key,
-  so every device (and every device count) gets the same candidates.
+  Column 0 is the caption's own row; the others are the `num_candidates` − 1 rows
+  with the highest `scores[i, j]` among those whose image id differs from the
+  caption's (`num_candidates` 0: all of them, the whole global batch). With
+  random scores these are random images; with the student's or the teacher's
+  scores, the images it confuses most with the caption's own (hard candidates).
+
+  Args:
+    scores: (B, B) float, caption i (row) against image j (column).
+    image_ids: (B,) image ids.
   """
   size = image_ids.shape[0]
-  noise = jax.random.uniform(rng, (size, size))
   other = image_ids[:, None] != image_ids[None, :]
-  noise = jnp.where(other, noise, -1.0)
-  others = min(num_candidates - 1, size - 1)
-  picked_noise, picked = jax.lax.top_k(noise, others)
+  scores = jnp.where(other, scores.astype(jnp.float32), -jnp.inf)
+  others = size - 1 if num_candidates == 0 else min(num_candidates - 1, size - 1)
+  picked_scores, picked = jax.lax.top_k(scores, others)
   rows = jnp.concatenate([jnp.arange(size)[:, None], picked], axis=1)
-  valid = jnp.concatenate([jnp.ones((size, 1), bool), picked_noise >= 0], axis=1)
+  valid = jnp.concatenate([jnp.ones((size, 1), bool), picked_scores > -jnp.inf], axis=1)
   return rows, valid
+
+
+def sample_candidates(rng, image_ids, num_candidates):
+  """`pick_candidates` by random scores: distinct random other images. Drawn for the
+  global batch from one key, so every device (and every device count) gets the
+  same candidates."""
+  size = image_ids.shape[0]
+  return pick_candidates(jax.random.uniform(rng, (size, size)), image_ids, num_candidates)

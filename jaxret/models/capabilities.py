@@ -78,6 +78,23 @@ class PairScorer(abc.ABC):
     """(P,) scores of P (visual tokens, caption) pairs: higher means a better match."""
 
 
+class KeyValueScorer(abc.ABC):
+  """A `PairScorer` whose text side reads the visual tokens only through per-layer
+  cross-attention keys and values, which a gallery can store instead of the tokens.
+
+    keys_values(visual) -> (B, ...) one array per image: every decoder layer's keys and values
+    score_keys_values(keys_values, tokens, mask, visual_index=None) -> (P,) = score(...)
+  """
+
+  @abc.abstractmethod
+  def keys_values(self, visual):
+    """(B, T, C) visual tokens -> (B, ...) their cross-attention keys and values."""
+
+  @abc.abstractmethod
+  def score_keys_values(self, keys_values, tokens, mask, visual_index=None):
+    """`score` from stored keys and values instead of visual tokens."""
+
+
 class VideoInput(abc.ABC):
   """Takes clips (B, T, H, W, 3) wherever it takes images, when its image tower is a
   video tower (`models/towers.image_tower`: `model.image` names a `temporal`

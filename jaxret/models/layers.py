@@ -63,16 +63,21 @@ class Attention(nn.Module):
   expose_weights: bool = False
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask=None, kv_index=None):
+  def __call__(self, inputs_q, inputs_kv, mask=None, kv_index=None, projected_kv=None):
     """`kv_index` (B,): row b of the queries attends to inputs_kv[kv_index[b]] (keys and
-    values are projected once per row of inputs_kv, then gathered)."""
+    values are projected once per row of inputs_kv, then gathered). `projected_kv`:
+    (keys, values), each (B', T, heads, D/heads), already projected from inputs_kv
+    (`project_kv`'s formula; stored for a gallery), in place of inputs_kv."""
     width = inputs_q.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by {self.num_heads} heads')
     shape = (self.num_heads, width // self.num_heads)
     query = nn.DenseGeneral(shape, dtype=self.dtype, name='query')(inputs_q)
-    key = nn.DenseGeneral(shape, use_bias=False, dtype=self.dtype, name='key')(inputs_kv)
-    value = nn.DenseGeneral(shape, dtype=self.dtype, name='value')(inputs_kv)
+    if projected_kv is None:
+      key = nn.DenseGeneral(shape, use_bias=False, dtype=self.dtype, name='key')(inputs_kv)
+      value = nn.DenseGeneral(shape, dtype=self.dtype, name='value')(inputs_kv)
+    else:
+      key, value = (p.astype(self.dtype) for p in projected_kv)
     if kv_index is not None:
       key, value = key[kv_index], value[kv_index]
     if self.expose_weights and (self.is_mutable_collection('intermediates')
@@ -85,6 +90,15 @@ class Attention(nn.Module):
     else:
       x = nn.dot_product_attention(query, key, value, mask=mask, dtype=self.dtype)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(x)
+
+
+def project_kv(attention_params, inputs_kv):
+  """(keys, values) of an `Attention` with parameters `attention_params` for inputs_kv
+  (B, T, C): what it computes before attending, each (B, T, heads, D/heads)."""
+  key = jnp.einsum('btc,chd->bthd', inputs_kv, attention_params['key']['kernel'])
+  value = (jnp.einsum('btc,chd->bthd', inputs_kv, attention_params['value']['kernel'])
+           + attention_params['value']['bias'])
+  return key, value
 
 
 class _BlockSettings(nn.Module):
@@ -125,8 +139,11 @@ class CrossAttentionBlock(_BlockSettings):
   """
 
   @nn.compact
-  def __call__(self, x, context, attention_mask=None, context_mask=None, context_index=None):
-    """`context_index` (B,): row b attends to context[context_index[b]] (see `Attention`)."""
+  def __call__(self, x, context, attention_mask=None, context_mask=None, context_index=None,
+               context_kv=None):
+    """`context_index` (B,): row b attends to context[context_index[b]]; `context_kv`: the
+    cross-attention's projected (keys, values) of the context, in its place (see
+    `Attention`; `context` may then be None)."""
     attention = Attention(self.num_heads, self.dtype, name='attention')
     cross_attention = Attention(self.num_heads, self.dtype, expose_weights=True,
                                 name='cross_attention')
@@ -134,14 +151,14 @@ class CrossAttentionBlock(_BlockSettings):
     norm1 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm1')
     cross_norm = nn.LayerNorm(epsilon=self.layer_norm_eps, name='cross_norm')
     norm2 = nn.LayerNorm(epsilon=self.layer_norm_eps, name='norm2')
-    context = context.astype(x.dtype)
+    context = None if context is None else context.astype(x.dtype)
     if self.prenorm:
       y = norm1(x)
       x = x + attention(y, y, mask=attention_mask)
-      x = x + cross_attention(cross_norm(x), context, context_mask, context_index)
+      x = x + cross_attention(cross_norm(x), context, context_mask, context_index, context_kv)
       return x + mlp(norm2(x))
     x = norm1(x + attention(x, x, mask=attention_mask))
-    x = cross_norm(x + cross_attention(x, context, context_mask, context_index))
+    x = cross_norm(x + cross_attention(x, context, context_mask, context_index, context_kv))
     return norm2(x + mlp(x))
 
 

@@ -7,6 +7,8 @@ of the slow workdir `loss.teacher`; its parameters live in the training state's
 extra part (checkpointed, never trained) and the student uses its tokenizer.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -27,15 +29,43 @@ from jaxret.parallel import shard
 
 
 def _teacher(loss_config):
-  """(teacher model, teacher config) of the slow workdir `loss.teacher`."""
+  """(teacher model, teacher config, teacher tokenizer) of the slow workdir `loss.teacher`."""
   if not loss_config.teacher:
     raise errors.UserError('loss.teacher must name a trained slow-model workdir, e.g. '
                            '--config.loss.teacher=/tmp/jaxret-slow (see configs/caption.py)')
+  if not os.path.exists(os.path.join(loss_config.teacher, workdir_config.FILENAME)):
+    raise errors.UserError(f'loss.teacher {loss_config.teacher} is not a trained slow-model '
+                           'workdir (no config.json); train it with configs/caption.py first')
   config = workdir_config.load(loss_config.teacher)
   tokenizer = tokenizer_lib.load_workdir(loss_config.teacher, config.data.text_len)
   model = restore_lib.build_model(config, tokenizer)
   capabilities.require(model, capabilities.PairScorer, "the distill loss's teacher (loss.teacher)")
-  return model, config
+  return model, config, tokenizer
+
+
+# How B_i's other images are chosen from the global batch (`loss.candidates`).
+CANDIDATES = ('random', 'student', 'teacher')
+
+
+def _check_tokenizer(teacher_dir, teacher_tokenizer, tokenizer):
+  """Refuses a student whose tokenizer is not the teacher's (the teacher reads its tokens)."""
+  if teacher_tokenizer.backend.get_vocab() != tokenizer.backend.get_vocab():
+    raise errors.UserError(
+        f"this model's tokenizer is not the teacher's ({teacher_dir}); set "
+        f'--config.tokenizer.path={teacher_dir}')
+
+
+def _check_batch(teacher_dir, teacher_data, batch):
+  """Refuses batches the teacher cannot read: other image sizes, longer captions."""
+  size, length = batch['image'].shape[-3], batch['text'].shape[1]  # Images or clips.
+  if size != teacher_data.image_size:
+    raise errors.UserError(
+        f'the teacher {teacher_dir} reads {teacher_data.image_size}px images but this model '
+        f'{size}px; train both with the same data.image_size')
+  if length > teacher_data.text_len:
+    raise errors.UserError(
+        f'the teacher {teacher_dir} reads captions of up to {teacher_data.text_len} tokens '
+        f'but this model {length}; set data.text_len <= {teacher_data.text_len}')
 
 
 class DistillObjective(base.EmbeddingObjective):
@@ -44,14 +74,22 @@ class DistillObjective(base.EmbeddingObjective):
   student's stored log logit scale is kept <= log(100), as CLIP's."""
 
   LOSS_KEYS = ('teacher', 'alpha', 'teacher_temperature', 'student_temperature',
-               'num_candidates')
+               'num_candidates', 'candidates')
   PARAM_BOUNDS = clip_objective.LOGIT_SCALE_BOUNDS
 
   def __init__(self, model, mesh, loss_config, tokenizer):
     super().__init__(model, mesh, loss_config, tokenizer)
     self.loss_config = loss_config
-    self.teacher_model, self.teacher_config = _teacher(loss_config)
+    if loss_config.candidates not in CANDIDATES:
+      raise errors.UserError(f'unknown loss.candidates {loss_config.candidates!r}; '
+                             f'known: {", ".join(CANDIDATES)}')
+    self.teacher_model, self.teacher_config, self.teacher_tokenizer = _teacher(loss_config)
+    _check_tokenizer(loss_config.teacher, self.teacher_tokenizer, tokenizer)
     self.loss = shard.over_batch(self._loss, mesh, replicated=('logit_scale', 'teacher'))
+
+  def init_params(self, rng, batch):
+    _check_batch(self.loss_config.teacher, self.teacher_config.data, batch)
+    return super().init_params(rng, batch)
 
   def init_extra(self, params):
     del params
@@ -87,6 +125,22 @@ class DistillObjective(base.EmbeddingObjective):
     metrics.update(kd_metrics, **{'distill/loss': kd, 'clip/loss': contrastive})
     return contrastive + self.loss_config.alpha * kd, metrics
 
+  def _candidate_scores(self, rng, embeddings, teacher, visual, batch):
+    """(B, B) scores that choose B_i (`loss.candidates`) over the global batch: random,
+    or the frozen student's or teacher's score of caption i against image j."""
+    size = batch['image_id'].shape[0]
+    if self.loss_config.candidates == 'random':
+      return jax.random.uniform(rng, (size, size))
+    if self.loss_config.candidates == 'student':
+      return lax.stop_gradient(embeddings['text_emb'] @ embeddings['image_emb'].T)
+    # 'teacher': h of every (caption, image) pair of the global batch, B² decoder passes;
+    # each image's cross-attention keys and values are projected once (visual_index).
+    scores = self.teacher_model.apply(
+        {'params': teacher}, visual, jnp.repeat(batch['text'], size, axis=0),
+        jnp.repeat(batch['text_mask'], size, axis=0), jnp.tile(jnp.arange(size), size),
+        method=self.teacher_model.score)
+    return scores.reshape(size, size)
+
   def embed(self, params, batch):
     outputs = self.forward(params, batch)
     return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
@@ -99,8 +153,9 @@ class DistillObjective(base.EmbeddingObjective):
     teacher = lax.stop_gradient(extra['teacher'])
     visual = self.teacher_model.apply({'params': teacher}, batch['image'],
                                       method=self.teacher_model.visual_tokens)
-    candidates = distill.sample_candidates(rng, batch['image_id'],
-                                           self.loss_config.num_candidates)
+    candidates = distill.pick_candidates(
+        self._candidate_scores(rng, embeddings, teacher, lax.stop_gradient(visual), batch),
+        batch['image_id'], self.loss_config.num_candidates)
     loss, metrics = self.loss(image_emb=embeddings['image_emb'],
                               text_emb=embeddings['text_emb'], image_ids=batch['image_id'],
                               logit_scale=logit_scale,

@@ -1,6 +1,7 @@
 """Fast top-K, then the slow model: final score = h + β · fast score (Miech et al. 2021)."""
 
 import time
+import os
 
 import numpy as np
 
@@ -67,14 +68,28 @@ class FastSlowReranker:
     return final[0], slow[0]
 
 
-def restore_scorer(slow_workdir, rerank_config):
-  """The latest checkpoint of the slow workdir: (`SlowScorer`, its tokenizer, its step)."""
+def restore_scorer(slow_workdir, rerank_config, data_config):
+  """The latest checkpoint of the slow workdir: (`SlowScorer`, its tokenizer, its step).
+
+  Refuses a folder that is not a trained workdir and a slow model that reads images
+  of another size than `data_config`'s (the fast model's); captions it reads with its
+  own tokenizer.
+  """
+  if not os.path.exists(os.path.join(slow_workdir, workdir_config.FILENAME)):
+    raise errors.UserError(f'rerank.slow_workdir {slow_workdir} is not a trained slow-model '
+                           'workdir (no config.json); train it with configs/caption.py first')
   slow_config = workdir_config.load(slow_workdir)
+  if slow_config.data.image_size != data_config.image_size:
+    raise errors.UserError(
+        f'the slow workdir {slow_workdir} reads {slow_config.data.image_size}px images but the '
+        f'fast model {data_config.image_size}px; use a slow model trained on the same '
+        'data.image_size')
   restored = restore_lib.restore(slow_config, slow_workdir)
   scorer = scorer_lib.SlowScorer(
       restored.model, restored.params, slow_config.data,
       candidate_buckets=rerank_config.candidate_buckets,
-      length_buckets=rerank_config.length_buckets, storage_dtype=rerank_config.storage_dtype)
+      length_buckets=rerank_config.length_buckets, storage_dtype=rerank_config.storage_dtype,
+      features=rerank_config.features)
   return scorer, restored.tokenizer, restored.step
 
 
@@ -85,10 +100,14 @@ def for_workdir(config, workdir):
   if not rerank.slow_workdir:
     return None
   ids, visual, manifest = visual_store.load(visual_store.directory(workdir))
-  scorer, tokenizer, step = restore_scorer(rerank.slow_workdir, rerank)
+  scorer, tokenizer, step = restore_scorer(rerank.slow_workdir, rerank, config.data)
   if step != manifest['slow_step']:
     raise errors.UserError(
         f'the stored slow visual tokens come from step {manifest["slow_step"]} but '
         f'{rerank.slow_workdir} is at step {step}; rebuild them with --mode=index')
+  stored = manifest.get('features', 'unnamed (an older index)')  # Older stores lack the key.
+  if stored != scorer.features:
+    raise errors.UserError(f'the stored slow features are {stored} but rerank.features is '
+                           f'{scorer.features!r}; rebuild them with --mode=index')
   return FastSlowReranker(scorer, tokenizer, ids, visual, num_candidates=rerank.k,
                           beta=rerank.beta)

@@ -5,16 +5,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxret import errors
 from jaxret.data import pipeline
 from jaxret.models import capabilities
 from jaxret.rerank import buckets as buckets_lib
 
 
+# What the gallery stores per image for the slow model (`rerank.features`): its visual
+# tokens, or the decoders' cross-attention keys and values of them (no projection
+# at query time, 4 × depth × the bytes for two decoders).
+FEATURES = ('tokens', 'keys_values')
+
+
 class SlowScorer:
   """Scores captions against precomputed visual tokens with a `capabilities.PairScorer`.
 
-  `visual_tokens(images)` runs the image side once per gallery image (stored in
-  `storage_dtype`, e.g. bfloat16); `score(tokens, mask, visual)` runs only the
+  `gallery_features(images)` runs the image side once per gallery image (stored in
+  `storage_dtype`, e.g. bfloat16: `features` says which: see FEATURES);
+  `score(tokens, mask, features)` runs only the
   text side (the captioner's decoders, ALBEF's fusion encoder), for Q queries
   against K candidates each, padded to buckets so that queries of one bucket
   reuse one compiled program (`compilations` counts them).
@@ -22,8 +30,13 @@ class SlowScorer:
 
   def __init__(self, model, params, data_config, *, query_buckets=(1, 8, 32),
                candidate_buckets=(10, 50, 100), length_buckets=(8, 16, 32),
-               image_batch=64, storage_dtype='float32'):
+               image_batch=64, storage_dtype='float32', features='tokens'):
     capabilities.require(model, capabilities.PairScorer, 'slow scoring (re-ranking)')
+    if features not in FEATURES:
+      raise errors.UserError(f'unknown rerank.features {features!r}; known: {", ".join(FEATURES)}')
+    if features == 'keys_values':
+      capabilities.require(model, capabilities.KeyValueScorer, 'rerank.features=keys_values')
+    self.features = features
     self.model = model
     self.params = params
     self.data_config = data_config
@@ -35,16 +48,28 @@ class SlowScorer:
     self.compilations = 0
     self._visual = jax.jit(lambda p, images: model.apply(
         {'params': p}, images, method=model.visual_tokens))
+    self._keys_values = jax.jit(lambda p, images: model.apply(
+        {'params': p}, model.apply({'params': p}, images, method=model.visual_tokens),
+        method=model.keys_values))
     self._score = jax.jit(self._score_pairs)
 
   def visual_tokens(self, images):
     """uint8 (N, H, W, 3) -> (N, tokens, width) numpy in the storage dtype."""
+    return self._per_image(self._visual, images)
+
+  def gallery_features(self, images):
+    """What `score` reads per image (`features`): the visual tokens (N, tokens, width), or
+    the decoders' cross-attention keys and values (N, ...), in the storage dtype."""
+    return self._per_image(self._visual if self.features == 'tokens' else self._keys_values,
+                           images)
+
+  def _per_image(self, function, images):
     out = []
     for start in range(0, len(images), self.image_batch):
       chunk = np.asarray(images[start:start + self.image_batch])
       padded = buckets_lib.pad_rows(chunk, self.image_batch)
-      tokens = self._visual(self.params, pipeline.normalize_images(padded, self.data_config))
-      out.append(np.asarray(tokens.astype(self.storage_dtype))[:len(chunk)])
+      features = function(self.params, pipeline.normalize_images(padded, self.data_config))
+      out.append(np.asarray(features.astype(self.storage_dtype))[:len(chunk)])
     return np.concatenate(out)
 
   def _score_pairs(self, params, tokens, mask, visual):
@@ -53,12 +78,14 @@ class SlowScorer:
     pair_tokens = jnp.repeat(tokens, candidates, axis=0)
     pair_mask = jnp.repeat(mask, candidates, axis=0)
     pair_visual = visual.reshape(queries * candidates, *visual.shape[2:]).astype(jnp.float32)
+    method = self.model.score if self.features == 'tokens' else self.model.score_keys_values
     scores = self.model.apply({'params': params}, pair_visual, pair_tokens, pair_mask,
-                              method=self.model.score)
+                              method=method)
     return scores.reshape(queries, candidates)
 
   def score(self, tokens, mask, visual):
-    """h for Q captions (tokens, mask: (Q, L)) against their K candidates (Q, K, T, D)."""
+    """h for Q captions (tokens, mask: (Q, L)) against their K candidates' features
+    (Q, K, ...: `gallery_features`)."""
     num_queries, num_candidates = visual.shape[:2]
     tokens, mask = buckets_lib.trim_length(np.asarray(tokens), np.asarray(mask),
                                            self.length_buckets)

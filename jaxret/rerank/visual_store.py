@@ -1,9 +1,11 @@
 """The gallery's slow visual tokens, precomputed at index time: `DIR/rerank/`.
 
 Queries then run only the slow model's text side and decoders. Files: `visual.npy`
-((N, tokens, width), float32 or bfloat16 stored as its uint16 bits), `ids.npy`
-(the gallery's ids, in the same order), and `manifest.json` (the slow workdir
-and step, the dtype, bytes per image, SHA-256 of the files).
+(per image the visual tokens (tokens, width) or the decoders' cross-attention keys
+and values, `rerank.features`; float32 or bfloat16 stored as its uint16 bits),
+`ids.npy` (the gallery's ids, in the same order), and `manifest.json` (the slow
+workdir and step, which features, the dtype and shape, bytes per image, SHA-256
+of the files).
 """
 
 import json
@@ -24,7 +26,7 @@ def directory(workdir):
   return os.path.join(workdir, SUBDIR)
 
 
-def save(out_dir, ids, visual, *, slow_workdir, slow_step):
+def save(out_dir, ids, visual, *, slow_workdir, slow_step, features='tokens'):
   """Writes the store to a staging folder and swaps it in for `out_dir`."""
   visual = np.asarray(visual)
   dtype = 'bfloat16' if visual.dtype == ml_dtypes.bfloat16 else str(visual.dtype)
@@ -34,8 +36,9 @@ def save(out_dir, ids, visual, *, slow_workdir, slow_step):
     np.save(os.path.join(staging, 'ids.npy'), np.asarray(ids), allow_pickle=False)
     manifest = {
         'slow_workdir': os.path.abspath(slow_workdir), 'slow_step': int(slow_step),
-        'dtype': dtype, 'num_items': int(len(visual)), 'tokens': int(visual.shape[1]),
-        'width': int(visual.shape[2]), 'bytes_per_image': int(visual[0].nbytes),
+        'features': features,
+        'dtype': dtype, 'num_items': int(len(visual)),
+        'shape': [int(d) for d in visual.shape[1:]], 'bytes_per_image': int(visual[0].nbytes),
         'checksums': store.checksums(staging),
     }
     with open(os.path.join(staging, MANIFEST), 'w') as f:

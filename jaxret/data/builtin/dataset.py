@@ -11,6 +11,7 @@ threads), so start-up does not wait for them.
 
 import numpy as np
 
+from jaxret.data import options as options_lib
 from jaxret.data import records
 from jaxret.data.builtin import captions as captions_lib
 from jaxret.data.builtin import render
@@ -27,25 +28,37 @@ def _rng(data_config, split, index, stream):
 
 
 def _held_out(data_config):
-  """The val and test scenes (test avoids val's keys)."""
+  """The val and test (scenes, groups) (test avoids val's keys)."""
   held_out = {}
   for split in ('val', 'test'):
-    held_out[split] = scenes_lib.near_duplicate_groups(
+    held_out[split] = scenes_lib.grouped_scenes(
         _rng(data_config, split, 0, 'scenes'), data_config[f'num_{split}'],
         data_config.near_duplicates_per_group,
-        exclude={s.key for scenes in held_out.values() for s in scenes})
+        exclude={s.key for scenes, _ in held_out.values() for s in scenes})
   return held_out
 
 
 def scenes_of_split(data_config, split):
+  return grouped_scenes_of_split(data_config, split)[0]
+
+
+def grouped_scenes_of_split(data_config, split):
+  """(scenes, near-duplicate group per scene, or None). Train scenes are random, or in
+  near-duplicate groups too with `data.group_batches` (batches of whole groups)."""
   if split not in SPLITS:
     raise ValueError(f'unknown split {split!r}; the built-in data has {SPLITS}')
   held_out = _held_out(data_config)
   if split != 'train':
-    return held_out[split]
-  exclude = {s.key for scenes in held_out.values() for s in scenes}
+    scenes, groups = held_out[split]
+    return scenes, np.asarray(groups)
+  exclude = {s.key for scenes, _ in held_out.values() for s in scenes}
+  if options_lib.resolve(data_config).group_batches:
+    scenes, groups = scenes_lib.grouped_scenes(
+        _rng(data_config, split, 0, 'scenes'), data_config.num_train,
+        data_config.near_duplicates_per_group, exclude)
+    return scenes, np.asarray(groups)
   return [scenes_lib.random_scenes(_rng(data_config, split, i, 'scenes'), 1, exclude)[0]
-          for i in range(data_config.num_train)]
+          for i in range(data_config.num_train)], None
 
 
 class RenderedImages:
@@ -80,7 +93,7 @@ class RenderedImages:
 
 def load_split(data_config, split):
   """`records.Records` of `split`; train images render lazily, val/test ones at once."""
-  scenes = scenes_of_split(data_config, split)
+  scenes, groups = grouped_scenes_of_split(data_config, split)
   texts = [captions_lib.captions(s, _rng(data_config, split, i, 'captions'),
                                  data_config.captions_per_image) for i, s in enumerate(scenes)]
   images = RenderedImages(scenes, data_config, split)
@@ -89,4 +102,5 @@ def load_split(data_config, split):
   ids = ID_OFFSET[split] + np.arange(len(scenes), dtype=np.int64)
   metadata = [{'layout': s.layout, 'objects': len(s.objects), 'colour': s.objects[0].colour,
                'shape': s.objects[0].shape} for s in scenes]
-  return records.Records(images=images, image_ids=ids, captions=texts, metadata=metadata)
+  return records.Records(images=images, image_ids=ids, captions=texts, metadata=metadata,
+                         groups=groups)

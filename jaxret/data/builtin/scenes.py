@@ -102,7 +102,12 @@ def near_duplicate_groups(rng, num_scenes, group_size, exclude=frozenset()):
   variants, so a test caption has exactly one right image while its nearest
   distractors differ from it by a single word or by word order.
   """
-  scenes, seen = [], set(exclude)
+  return grouped_scenes(rng, num_scenes, group_size, exclude)[0]
+
+
+def grouped_scenes(rng, num_scenes, group_size, exclude=frozenset()):
+  """`near_duplicate_groups`'s scenes and each one's group number (a list of ints)."""
+  scenes, groups, seen = [], [], set(exclude)
   while len(scenes) < num_scenes:
     base = sample_scene(rng)
     if base.key in seen:
@@ -117,8 +122,9 @@ def near_duplicate_groups(rng, num_scenes, group_size, exclude=frozenset()):
       if variant.key not in seen:
         group.append(variant)
         seen.add(variant.key)
+    groups.extend([groups[-1] + 1 if groups else 0] * len(group))
     scenes.extend(group)
-  return scenes
+  return scenes, groups
 
 
 def random_scenes(rng, num_scenes, exclude=frozenset()):

@@ -1,0 +1,236 @@
+r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the speed-up.
+
+  python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=350] \
+      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1]
+
+Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
+the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
+re-ranker), and per seed s the fast dual encoder `fast-s<s>` (configs/demo.py)
+and one distilled student per variant `distill-<candidates>-<|B_i|>-<T>-<α>-s<s>`
+(configs/distill.py: how B_i's other images are chosen, |B_i| (0: the whole
+batch), the teacher's temperature T and the weight α). The first variant is
+"Fast distilled" of the speed study.
+
+Evaluates:
+- distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
+  and of every variant, per seed, with mean and sample standard deviation;
+- speed, for each gallery size N (the test split generated with N images, in
+  near-duplicate groups; seed 0's models): the `fast_slow` evaluator's rows (Fast
+  (ScaNN), Fast distilled, exhaustive Slow, Fast+Slow at K in 10, 50, 100) on a
+  fixed sample of queries (one caption each of --queries images spread over the
+  split; fewer at 50,000 images, see --max_slow_seconds) and the slow features'
+  storage and speed (visual tokens against stored keys and values).
+
+Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
+{"sizes": [{"gallery", "queries", "rows": [{"name", "k", "t2i/R@1", ...,
+"query_ms"}], ...}], "distillation": {...}}; the PNG plots R@1 against ms/query
+(log-log), one line per gallery size.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from jaxret import files
+from jaxret.config import workdir as workdir_config
+from jaxret.evaluate import fast_slow as fast_slow_eval
+from jaxret.evaluate import run as evaluate_run
+from jaxret.inference import checkpoints
+
+_SIZES = flags.DEFINE_list('sizes', ['500', '5000', '50000'], 'Test gallery sizes.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds of Fast and of each distilled variant.')
+_STEPS = flags.DEFINE_integer('steps', 350, 'Training steps of Fast and the students.')
+_SLOW_STEPS = flags.DEFINE_integer('slow_steps', 400, 'Training steps of the slow captioner.')
+_ROOT = flags.DEFINE_string('root', '/tmp/jaxret-fast-slow', 'Where the workdirs live.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['student:8:1:1', 'random:8:1:1'],
+    'Distillation variants candidates:|B_i|:T:alpha; the first is "Fast distilled". None: '
+    'no distillation; the speed study then re-ranks the plain Fast model.')
+_QUERIES = flags.DEFINE_integer('queries', 100, 'Queries of the speed study (images sampled).')
+_MIN_QUERIES = flags.DEFINE_integer('min_queries', 50, 'Fewest queries at any size.')
+_MAX_SLOW_SECONDS = flags.DEFINE_float(
+    'max_slow_seconds', 1800, 'Budget of exhaustive Slow per size: the queries are cut to fit '
+    'it (never below --min_queries), from a per-pair cost measured at the smallest size.')
+_OUT = flags.DEFINE_string('out', 'benchmarks/results/fast_slow.json', 'Results JSON.')
+
+BASE_SIZE = 500  # The test split of the training configs: distillation is measured on it.
+
+
+def trained(workdir, steps):
+  """True when `workdir` holds the checkpoint of its last step."""
+  return os.path.isdir(os.path.join(checkpoints.directory(workdir), str(steps)))
+
+
+def train(workdir, config, *overrides):
+  """Trains `workdir` with `config` (a configs/ file and its argument) unless it is done."""
+  steps = next(int(o.split('=')[1]) for o in overrides if o.startswith('--config.total_steps='))
+  # The configs' 50 warm-up steps, or a fifth of a shorter run.
+  overrides += (f'--config.optimizer.warmup_steps={min(50, max(steps // 8, 1))}',)
+  if trained(workdir, steps):
+    print(f'reusing {workdir}', flush=True)
+    return
+  print(f'training {workdir}', flush=True)
+  start = time.time()
+  subprocess.run([sys.executable, '-m', 'jaxret.main', '--mode=train', f'--config={config}',
+                  f'--workdir={workdir}', *overrides], check=True)
+  print(f'trained {workdir} in {time.time() - start:.0f}s', flush=True)
+
+
+def parse_variant(text):
+  candidates, count, temperature, alpha = text.split(':')
+  return {'candidates': candidates, 'num_candidates': int(count),
+          'temperature': float(temperature), 'alpha': float(alpha)}
+
+
+def variant_dir(variant, seed):
+  return os.path.join(_ROOT.value, 'distill-{candidates}-{num_candidates}-{temperature:g}-'
+                      '{alpha:g}-s{seed}'.format(**variant, seed=seed))
+
+
+def evaluate(workdir, **overrides):
+  """`--mode=eval` of `workdir` with config overrides {'data.num_test': N, ...}."""
+  config = workdir_config.load(workdir)
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return evaluate_run.evaluate(config, workdir)
+
+
+def all_captions(workdir):
+  """Text→image R@1/5/10 over all captions of the 500-image test split."""
+  results = evaluate(workdir, **{'eval.evaluator': 'retrieval'})
+  return {f't2i/R@{k}': results[f't2i/R@{k}'] for k in (1, 5, 10)}
+
+
+def spread(values):
+  values = np.asarray(values, np.float64)
+  return {'mean': float(values.mean()),
+          'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+
+
+def distillation(slow, seeds, variants):
+  fast = [all_captions(os.path.join(_ROOT.value, f'fast-s{s}')) for s in seeds]
+  out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
+         'teacher': slow, 'steps': _STEPS.value,
+         'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast])},
+         'variants': []}
+  for variant in variants:
+    runs = [all_captions(variant_dir(variant, s)) for s in seeds]
+    out['variants'].append({**variant, 'per_seed': runs,
+                            't2i/R@1': spread([r['t2i/R@1'] for r in runs]),
+                            'gain_over_fast': spread([r['t2i/R@1'] - f['t2i/R@1']
+                                                      for r, f in zip(runs, fast)])})
+  return out
+
+
+def speed(size, student, fast, pair_seconds, slow):
+  """The fast_slow evaluator's report at gallery `size`."""
+  queries = _QUERIES.value
+  if pair_seconds:  # Exhaustive Slow's time grows with the gallery: fit the budget.
+    fits = int(_MAX_SLOW_SECONDS.value / (pair_seconds * size))
+    queries = max(min(queries, fits), _MIN_QUERIES.value)
+  start = time.time()
+  evaluate(student, **{'data.num_test': size, 'eval.max_queries': queries,
+                       'eval.evaluator': 'fast_slow', 'rerank.slow_workdir': slow,
+                       'rerank.fast_workdir': fast, 'rerank.ks': (10, 50, 100)})
+  report = files.read_json(os.path.join(student, 'eval', 'fast_slow.json'), 'no report')
+  report['seconds'] = time.time() - start
+  return report
+
+
+def table(results):
+  lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
+           '|---|---|---|---|---|---|---|---|']
+  for size in results['sizes']:
+    for row in size['rows']:
+      lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
+                   f'{row["k"] or ""} | ' + ' | '.join(
+                       f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
+                   + f' | {row["query_ms"]:.1f} |')
+  distill = results['distillation']
+  lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
+            f'images), seeds {distill["seeds"]} (mean ± std):', '',
+            '| model | candidates | |B_i| | T | α | R@1 | gain over Fast |',
+            '|---|---|---|---|---|---|---|',
+            '| Fast | | | | | {:.1f} ± {:.1f} | |'.format(
+                100 * distill['fast']['t2i/R@1']['mean'], 100 * distill['fast']['t2i/R@1']['std'])]
+  for v in distill['variants']:
+    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {:.1f} ± {:.1f} | {:+.1f} ± {:.1f} |'
+                 .format(v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+                         v['alpha'], 100 * v['t2i/R@1']['mean'], 100 * v['t2i/R@1']['std'],
+                         100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
+  return '\n'.join(lines) + '\n'
+
+
+def plot(results, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  figure, axis = pyplot.subplots(figsize=(7, 5))
+  markers = {'Fast': 's', 'Fast distilled': 'D', 'Slow': '*', 'Fast+Slow': 'o'}
+  for size in results['sizes']:
+    line = axis.plot([r['query_ms'] for r in size['rows']],
+                     [100 * r['t2i/R@1'] for r in size['rows']], ':', alpha=0.4)[0]
+    for row in size['rows']:
+      axis.plot(row['query_ms'], 100 * row['t2i/R@1'], markers[row['name']],
+                color=line.get_color())
+      if row['k']:
+        axis.annotate(f'K={row["k"]}', (row['query_ms'], 100 * row['t2i/R@1']), fontsize=7)
+    line.set_label(f'{size["gallery"]:,} images')
+  for name, marker in markers.items():
+    axis.plot([], [], marker, color='grey', label=name)
+  axis.set(xscale='log', yscale='log', xlabel='mean query time (ms)',
+           ylabel='text→image R@1 (%)', title='Fast, Slow and Fast+Slow by gallery size')
+  axis.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  pyplot.close(figure)
+
+
+def main(argv):
+  del argv
+  seeds = list(range(_SEEDS.value))
+  variants = [parse_variant(v) for v in _VARIANTS.value]
+  slow = os.path.join(_ROOT.value, 'slow')
+  train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
+  for seed in seeds:
+    fast = os.path.join(_ROOT.value, f'fast-s{seed}')
+    train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
+          f'--config.seed={seed}')
+    for variant in variants:
+      train(variant_dir(variant, seed),
+            'configs/distill.py:slow={},fast={},candidates={candidates},'
+            'num_candidates={num_candidates},temperature={temperature},alpha={alpha},'
+            'seed={seed}'.format(slow, fast, **variant, seed=seed),
+            f'--config.total_steps={_STEPS.value}')
+  results = {'command': ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:]),
+             'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
+             'distillation': distillation(slow, seeds, variants), 'sizes': []}
+  pair_seconds = None
+  for size in sorted(int(s) for s in _SIZES.value):
+    fast = os.path.join(_ROOT.value, 'fast-s0')
+    report = speed(size, variant_dir(variants[0], 0) if variants else fast,
+                   fast if variants else '', pair_seconds, slow)
+    slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
+    pair_seconds = slow_row['pair_us'] / 1e6
+    results['sizes'].append(report)
+    print(fast_slow_eval.table(report), flush=True)
+  out = _OUT.value
+  files.write_json(out, results, indent=2)
+  with files.atomic_file(out[:-len('.json')] + '.md') as f:
+    f.write(table(results))
+  plot(results, out[:-len('.json')] + '.png')
+  print(table(results))
+
+
+if __name__ == '__main__':
+  app.run(main)
