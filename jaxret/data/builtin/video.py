@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxret.data import records
 from jaxret.data.builtin import clips as clips_lib
+from jaxret.data.builtin import dataset
 from jaxret.data.builtin import render as render_lib
 
 SPLITS = ('train', 'val', 'test')
@@ -148,7 +149,7 @@ def clips_of_split(data_config, split):
   return train
 
 
-class RenderedClips:
+class RenderedClips(dataset.RenderedArray):
   """A split's clips as a read-only (N, T, H, W, 3) array that renders on access."""
 
   def __init__(self, shown, data_config, split):
@@ -169,17 +170,6 @@ class RenderedClips:
     frames = render(clip, _rng(self.data_config, self.split, group_index, 'frames'),
                     self.data_config.num_frames, self.data_config.image_size)
     return frames[::-1] if backwards else frames
-
-  def __getitem__(self, index):
-    if isinstance(index, (int, np.integer)):
-      return self.render(int(index))
-    rows = np.arange(len(self))[index]
-    return np.stack([self.render(int(i)) for i in rows]) if len(rows) else np.zeros(
-        (0,) + self.shape[1:], np.uint8)
-
-  def __array__(self, dtype=None, copy=None):
-    del copy
-    return self[:].astype(dtype) if dtype is not None else self[:]
 
 
 def load_split(data_config, split):
