@@ -39,15 +39,25 @@ def _held_out(data_config):
   return held_out
 
 
-def scenes_of_split(data_config, split):
+def items_of_split(data_config, split, held_out, key, train_item, name):
+  """A built-in dataset's items of `split`: val and test from `held_out(data_config)`, train
+  item i from `train_item(i, exclude)`, `exclude` the held-out items' `key`s (so no train
+  item shares a key with val or test); `name` the dataset, for the error."""
   if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; the built-in data has {SPLITS}')
-  held_out = _held_out(data_config)
+    raise ValueError(f'unknown split {split!r}; {name} has {SPLITS}')
+  held = held_out(data_config)
   if split != 'train':
-    return held_out[split]
-  exclude = {s.key for scenes in held_out.values() for s in scenes}
-  return [scenes_lib.random_scenes(_rng(data_config, split, i, 'scenes'), 1, exclude)[0]
-          for i in range(data_config.num_train)]
+    return held[split]
+  exclude = {key(item) for items in held.values() for item in items}
+  return [train_item(i, exclude) for i in range(data_config.num_train)]
+
+
+def scenes_of_split(data_config, split):
+  return items_of_split(
+      data_config, split, _held_out, lambda scene: scene.key,
+      lambda i, exclude: scenes_lib.random_scenes(_rng(data_config, split, i, 'scenes'), 1,
+                                                  exclude)[0],
+      'the built-in data')
 
 
 class RenderedArray(abc.ABC):

@@ -131,22 +131,18 @@ def described(clip, backwards):
 
 def clips_of_split(data_config, split):
   """[(clip, backwards)] of `split`."""
-  if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; the built-in video data has {SPLITS}')
-  held_out = held_out_clips(data_config)
-  if split != 'train':
-    return held_out[split]
-  exclude = {described(c, b).key for shown in held_out.values() for c, b in shown}
-  train = []
-  for i in range(data_config.num_train):
+
+  def train_clip(i, exclude):
     rng = _rng(data_config, split, i, 'clips')
     while True:
       clip = random_clip(rng, int(rng.integers(1, 3)))
       backwards = bool(rng.integers(2))
       if described(clip, backwards).key not in exclude:
-        break
-    train.append((clip, backwards))
-  return train
+        return clip, backwards
+
+  return dataset.items_of_split(data_config, split, held_out_clips,
+                                lambda shown: described(*shown).key, train_clip,
+                                'the built-in video data')
 
 
 class RenderedClips(dataset.RenderedArray):
