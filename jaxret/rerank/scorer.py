@@ -5,12 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxret.data import pipeline
 from jaxret.models import capabilities
 from jaxret.rerank import buckets as buckets_lib
 
 
-class SlowScorer:
+class SlowScorer(buckets_lib.BucketedScorer):
   """Scores captions against precomputed visual tokens with a `capabilities.PairScorer`.
 
   `visual_tokens(images)` runs the image side once per gallery image (stored in
@@ -24,28 +23,20 @@ class SlowScorer:
                candidate_buckets=(10, 50, 100), length_buckets=(8, 16, 32),
                image_batch=64, storage_dtype='float32'):
     capabilities.require(model, capabilities.PairScorer, 'slow scoring (re-ranking)')
+    super().__init__(params, data_config, image_batch=image_batch,
+                     candidate_buckets=candidate_buckets, length_buckets=length_buckets)
     self.model = model
-    self.params = params
-    self.data_config = data_config
     self.query_buckets = tuple(query_buckets)
-    self.candidate_buckets = tuple(candidate_buckets)
-    self.length_buckets = tuple(length_buckets)
-    self.image_batch = image_batch
     self.storage_dtype = jnp.dtype(storage_dtype)
-    self.compilations = 0
     self._visual = jax.jit(lambda p, images: model.apply(
         {'params': p}, images, method=model.visual_tokens))
     self._score = jax.jit(self._score_pairs)
 
   def visual_tokens(self, images):
     """uint8 (N, H, W, 3) -> (N, tokens, width) numpy in the storage dtype."""
-    out = []
-    for start in range(0, len(images), self.image_batch):
-      chunk = np.asarray(images[start:start + self.image_batch])
-      padded = buckets_lib.pad_rows(chunk, self.image_batch)
-      tokens = self._visual(self.params, pipeline.normalize_images(padded, self.data_config))
-      out.append(np.asarray(tokens.astype(self.storage_dtype))[:len(chunk)])
-    return np.concatenate(out)
+    return self.encode_images(
+        lambda normalised: self._visual(self.params, normalised).astype(self.storage_dtype),
+        images)
 
   def _score_pairs(self, params, tokens, mask, visual):
     self.compilations += 1  # Runs only while tracing, i.e. once per compiled shape.
