@@ -69,9 +69,8 @@ def load_split(options, split, image_size, num_threads=1):
         bad.report('empty_caption', relative, f'sentence {sentence.get("sentid")}')
     if not texts:
       continue
-    path = os.path.join(root, relative)
-    if not os.path.isfile(path):
-      bad.report('missing_image', path)
+    path = records_lib.existing_file(root, relative, bad, 'missing_image')
+    if path is None:
       continue
     files.append(path)
     names.append(relative)
@@ -81,10 +80,7 @@ def load_split(options, split, image_size, num_threads=1):
     raise errors.UserError(f'no usable images in split {split!r} of {options.path} '
                            f'(images looked for under {root}; set data.image_root)')
 
-  def read(index):
-    with open(files[index], 'rb') as f:
-      return f.read()
-
-  images = images_lib.EncodedImages(read, names, image_size, bad, num_threads)
+  images = images_lib.EncodedImages(records_lib.file_reader(files), names, image_size, bad,
+                                    num_threads)
   return records_lib.Records(images=images, image_ids=np.asarray(ids, np.int64),
                              captions=captions, bad_records=bad)

@@ -1,6 +1,7 @@
 """The in-memory form every data source produces for one split."""
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
@@ -46,3 +47,22 @@ class Records:
     image_index = np.repeat(np.arange(len(self)), [len(c) for c in self.captions])
     texts = [t for caps in self.captions for t in caps]
     return image_index, texts
+
+
+def existing_file(root, name, bad_records, reason):
+  """The path of `name` under `root`, or None (reported as `reason`) where no file is there."""
+  path = os.path.join(root, name)
+  if not os.path.isfile(path):
+    bad_records.report(reason, path)
+    return None
+  return path
+
+
+def file_reader(paths):
+  """read(index) -> the bytes of file `paths[index]`, for sources that decode on access."""
+
+  def read(index):
+    with open(paths[index], 'rb') as f:
+      return f.read()
+
+  return read

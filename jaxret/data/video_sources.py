@@ -95,9 +95,8 @@ def load_split(options, split, data_config):
     if not kept:
       bad.report('no_captions', name)
       continue
-    path = os.path.join(root, name)
-    if not os.path.isfile(path):
-      bad.report('missing_video', path)
+    path = records_lib.existing_file(root, name, bad, 'missing_video')
+    if path is None:
       continue
     files.append(path)
     ids.append(video_id)
@@ -106,12 +105,9 @@ def load_split(options, split, data_config):
     raise errors.UserError(f'no usable videos in split {split!r} of {options.path} '
                            f'(videos looked for under {root}; set data.video_root)')
 
-  def read(index):
-    with open(files[index], 'rb') as f:
-      return f.read()
-
-  clips = videos_lib.EncodedClips(read, [os.path.basename(f) for f in files],
-                                  options.num_frames, data_config.image_size, bad,
-                                  options.short_clip, data_config.num_threads)
+  clips = videos_lib.EncodedClips(records_lib.file_reader(files),
+                                  [os.path.basename(f) for f in files], options.num_frames,
+                                  data_config.image_size, bad, options.short_clip,
+                                  data_config.num_threads)
   return records_lib.Records(images=clips, image_ids=np.asarray(ids), captions=captions,
                              bad_records=bad)

@@ -73,6 +73,16 @@ def checksums(root):
   return dict(sorted(sums.items()))
 
 
+def verified_manifest(store_dir, what, missing):
+  """The manifest of a side store (token or visual tokens) in `store_dir`, checked against
+  its files' checksums; `missing` is the one-line reason where there is none."""
+  manifest = files.read_json(os.path.join(store_dir, MANIFEST), missing)
+  if checksums(store_dir) != manifest['checksums']:
+    raise errors.UserError(f'the {what} in {store_dir} are damaged; rebuild them with '
+                           '--mode=index')
+  return manifest
+
+
 def _normalisation(vectors):
   norms = np.linalg.norm(vectors, axis=1)
   return 'l2' if np.allclose(norms, 1, atol=UNIT_NORM_ATOL) else 'none'

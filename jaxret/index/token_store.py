@@ -155,13 +155,10 @@ def save_store(out_dir, token_store):
 
 def load(store_dir, expected_step=None):
   """The verified `TokenStore` in `store_dir`."""
-  manifest = files.read_json(
-      os.path.join(store_dir, MANIFEST),
+  manifest = store.verified_manifest(
+      store_dir, 'patch tokens',
       f'no patch tokens in {store_dir}; run --mode=index with a late-interaction model and '
       'index.token_dtype set')
-  if store.checksums(store_dir) != manifest['checksums']:
-    raise errors.UserError(f'the patch tokens in {store_dir} are damaged; rebuild them with '
-                           '--mode=index')
   if expected_step is not None and manifest['model_step'] != expected_step:
     raise errors.UserError(f'the patch tokens in {store_dir} come from step '
                            f'{manifest["model_step"]}, the index from step {expected_step}; '

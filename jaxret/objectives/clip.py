@@ -11,7 +11,15 @@ from jaxret.parallel import shard
 LOGIT_SCALE_BOUNDS = {'logit_scale': (None, float(np.log(dual_encoder.MAX_LOGIT_SCALE)))}
 
 
-class ClipObjective(base.EmbeddingObjective):
+class PooledObjective(base.EmbeddingObjective):
+  """An objective on the dual encoder's pooled embeddings (`image_emb`, `text_emb`)."""
+
+  def embed(self, params, batch):
+    outputs = self.forward(params, batch)
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
+
+
+class ClipObjective(PooledObjective):
   """CLIP: symmetric InfoNCE over all-gathered in-batch negatives (`losses/clip.py`).
   No extra state (the protocol is in `objectives/base.py`)."""
 
@@ -21,10 +29,6 @@ class ClipObjective(base.EmbeddingObjective):
   def __init__(self, model, mesh, loss_config, tokenizer):
     super().__init__(model, mesh, loss_config, tokenizer)
     self.loss = shard.over_batch(clip.clip_loss, mesh, replicated=('logit_scale',))
-
-  def embed(self, params, batch):
-    outputs = self.forward(params, batch)
-    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
 
   def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
     del rng, step

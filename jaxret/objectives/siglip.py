@@ -4,12 +4,11 @@ the pairwise sigmoid loss (`losses/siglip.py`)."""
 from jaxret import errors
 from jaxret.losses import siglip
 from jaxret.models import dual_encoder
-from jaxret.objectives import base
 from jaxret.objectives import clip as clip_objective
 from jaxret.parallel import shard
 
 
-class SiglipObjective(base.EmbeddingObjective):
+class SiglipObjective(clip_objective.PooledObjective):
   """The dual encoder's logit scale is SigLIP's temperature t (config
   `model.logit_scale_init = 10`) and its logit bias is b (`model.logit_bias_init
   = -10`); both are scalars, so they get no weight decay. The stored log t is
@@ -25,10 +24,6 @@ class SiglipObjective(base.EmbeddingObjective):
                              'model.logit_bias_init (SigLIP: -10.0) and model.logit_scale_init '
                              '(SigLIP: 10.0)')
     self.loss = shard.over_batch(siglip.siglip_loss, mesh, replicated=('temperature', 'bias'))
-
-  def embed(self, params, batch):
-    outputs = self.forward(params, batch)
-    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
 
   def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
     del rng, step

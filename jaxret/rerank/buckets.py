@@ -1,6 +1,9 @@
-"""Static shapes for jit: padding batches up to the smallest bucket that fits."""
+"""Static shapes for jit: padding batches up to the smallest bucket that fits, and the
+scorers' shared base that encodes images in fixed-size batches."""
 
 import numpy as np
+
+from jaxret.data import pipeline
 
 
 def bucket(size, buckets):
@@ -23,3 +26,28 @@ def trim_length(tokens, mask, length_buckets):
   longest = int(np.max(np.sum(mask > 0, axis=1))) if len(mask) else 1
   length = min(bucket(longest, length_buckets), tokens.shape[1])
   return tokens[:, :length], mask[:, :length]
+
+
+class BucketedScorer:
+  """What the slow and the token-wise scorers share: the parameters, the buckets that keep
+  shapes static, images encoded `image_batch` at a time, and `compilations` (the programs
+  traced so far)."""
+
+  def __init__(self, params, data_config, *, image_batch, candidate_buckets, length_buckets):
+    self.params = params
+    self.data_config = data_config
+    self.image_batch = image_batch
+    self.candidate_buckets = tuple(candidate_buckets)
+    self.length_buckets = tuple(length_buckets)
+    self.compilations = 0
+
+  def encode_images(self, encode, images):
+    """`encode` (normalised (image_batch, H, W, 3) images -> array) over uint8 `images`,
+    image_batch at a time so that it compiles once; numpy, concatenated, padding dropped."""
+    out = []
+    for start in range(0, len(images), self.image_batch):
+      chunk = np.asarray(images[start:start + self.image_batch])
+      padded = pad_rows(chunk, self.image_batch)
+      normalised = pipeline.normalize_images(padded, self.data_config)
+      out.append(np.asarray(encode(normalised))[:len(chunk)])
+    return np.concatenate(out)

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxret import errors
-from jaxret.data import pipeline
 from jaxret.models import capabilities
 from jaxret.rerank import buckets as buckets_lib
 
@@ -17,7 +16,7 @@ from jaxret.rerank import buckets as buckets_lib
 FEATURES = ('tokens', 'keys_values')
 
 
-class SlowScorer:
+class SlowScorer(buckets_lib.BucketedScorer):
   """Scores captions against precomputed visual tokens with a `capabilities.PairScorer`.
 
   `gallery_features(images)` runs the image side once per gallery image (stored in
@@ -36,16 +35,12 @@ class SlowScorer:
       raise errors.UserError(f'unknown rerank.features {features!r}; known: {", ".join(FEATURES)}')
     if features == 'keys_values':
       capabilities.require(model, capabilities.KeyValueScorer, 'rerank.features=keys_values')
+    super().__init__(params, data_config, image_batch=image_batch,
+                     candidate_buckets=candidate_buckets, length_buckets=length_buckets)
     self.features = features
     self.model = model
-    self.params = params
-    self.data_config = data_config
     self.query_buckets = tuple(query_buckets)
-    self.candidate_buckets = tuple(candidate_buckets)
-    self.length_buckets = tuple(length_buckets)
-    self.image_batch = image_batch
     self.storage_dtype = jnp.dtype(storage_dtype)
-    self.compilations = 0
     self._visual = jax.jit(lambda p, images: model.apply(
         {'params': p}, images, method=model.visual_tokens))
     self._keys_values = jax.jit(lambda p, images: model.apply(
@@ -64,13 +59,8 @@ class SlowScorer:
                            images)
 
   def _per_image(self, function, images):
-    out = []
-    for start in range(0, len(images), self.image_batch):
-      chunk = np.asarray(images[start:start + self.image_batch])
-      padded = buckets_lib.pad_rows(chunk, self.image_batch)
-      features = function(self.params, pipeline.normalize_images(padded, self.data_config))
-      out.append(np.asarray(features.astype(self.storage_dtype))[:len(chunk)])
-    return np.concatenate(out)
+    return self.encode_images(
+        lambda normalised: function(self.params, normalised).astype(self.storage_dtype), images)
 
   def _score_pairs(self, params, tokens, mask, visual):
     self.compilations += 1  # Runs only while tracing, i.e. once per compiled shape.

@@ -13,25 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxret.data import pipeline
 from jaxret.index import token_store
 from jaxret.losses import filip
 from jaxret.models import capabilities
 from jaxret.rerank import buckets as buckets_lib
 
 
-class TokenwiseScorer:
+class TokenwiseScorer(buckets_lib.BucketedScorer):
   """Text tokens of queries, and their token-wise scores against candidates' patch tokens."""
 
   def __init__(self, model, params, data_config, *, candidate_buckets, length_buckets,
                image_batch=8):
     capabilities.require(model, capabilities.TokenEncoder, 'token-wise serving (FILIP)')
-    self.params = params
-    self.data_config = data_config
-    self.image_batch = image_batch
-    self.candidate_buckets = tuple(candidate_buckets)
-    self.length_buckets = tuple(length_buckets)
-    self.compilations = 0
+    super().__init__(params, data_config, image_batch=image_batch,
+                     candidate_buckets=candidate_buckets, length_buckets=length_buckets)
     self._text_tokens = jax.jit(lambda p, tokens, mask: model.apply(
         {'params': p}, tokens, mask, method=model.encode_text_tokens)[0])
     self._image_tokens = jax.jit(lambda p, images: model.apply(
@@ -40,14 +35,9 @@ class TokenwiseScorer:
 
   def image_tokens(self, images):
     """uint8 (N, H, W, 3) -> (N, P, D) float32 unit patch vectors (for added items)."""
-    out = []
-    for start in range(0, len(images), self.image_batch):
-      chunk = np.asarray(images[start:start + self.image_batch])
-      padded = buckets_lib.pad_rows(chunk, self.image_batch)
-      tokens = self._image_tokens(self.params, pipeline.normalize_images(padded,
-                                                                        self.data_config))
-      out.append(np.asarray(tokens, np.float32)[:len(chunk)])
-    return np.concatenate(out)
+    return self.encode_images(
+        lambda normalised: np.asarray(self._image_tokens(self.params, normalised), np.float32),
+        images)
 
   def text_tokens(self, tokens, mask):
     """(Q, L) tokens and mask -> ((Q, L', D) unit vectors, (Q, L') mask), L' a length bucket."""

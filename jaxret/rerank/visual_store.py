@@ -14,7 +14,6 @@ import os
 import ml_dtypes
 import numpy as np
 
-from jaxret import errors
 from jaxret import files
 from jaxret.index import store
 
@@ -48,13 +47,10 @@ def save(out_dir, ids, visual, *, slow_workdir, slow_step, features='tokens'):
 
 def load(store_dir):
   """(ids, visual tokens, manifest), verified against the manifest's checksums."""
-  manifest = files.read_json(
-      os.path.join(store_dir, MANIFEST),
+  manifest = store.verified_manifest(
+      store_dir, 'slow visual tokens',
       f'no slow visual tokens in {store_dir}; run --mode=index with a config that names '
       'rerank.slow_workdir')
-  if store.checksums(store_dir) != manifest['checksums']:
-    raise errors.UserError(f'the slow visual tokens in {store_dir} are damaged; rebuild them '
-                           'with --mode=index')
   visual = np.load(os.path.join(store_dir, 'visual.npy'), allow_pickle=False)
   if manifest['dtype'] == 'bfloat16':
     visual = visual.view(ml_dtypes.bfloat16)

@@ -66,31 +66,26 @@ class FilterReport(pydantic.BaseModel):
   strategy: str
 
 
-class SearchResponse(pydantic.BaseModel):
+class SearchInfo(pydantic.BaseModel):
+  """What a search answer says about how it was made, for one query or many."""
   k: int
   rerank: bool
+  shortlist: int | None = pydantic.Field(
+      None, description='pooled candidates re-ordered token-wise (FILIP)')
+  rerank_k: int | None = None
+  rerank_budget_ms: float | None = None
+  filter: FilterReport | None = None
+  timings_ms: dict[str, float]
+  model_step: int
+  index_size: int
+
+
+class SearchResponse(SearchInfo):
   results: list[Hit]
-  shortlist: int | None = pydantic.Field(
-      None, description='pooled candidates re-ordered token-wise (FILIP)')
-  rerank_k: int | None = None
-  rerank_budget_ms: float | None = None
-  filter: FilterReport | None = None
-  timings_ms: dict[str, float]
-  model_step: int
-  index_size: int
 
 
-class SingleSearchResponse(Hit):
-  k: int
-  rerank: bool
-  shortlist: int | None = pydantic.Field(
-      None, description='pooled candidates re-ordered token-wise (FILIP)')
-  rerank_k: int | None = None
-  rerank_budget_ms: float | None = None
-  filter: FilterReport | None = None
-  timings_ms: dict[str, float]
-  model_step: int
-  index_size: int
+class SingleSearchResponse(SearchInfo, Hit):
+  """One query's hits (`Hit`'s fields first), then `SearchInfo`."""
 
 
 class ItemsResponse(pydantic.BaseModel):

@@ -306,23 +306,24 @@ def make_app(service, write_token=None):
       raise HttpError(404, f'image id {params["id"]!r} is not in the gallery')
     return _response(200, service.explain(params['q'], image_id))
 
+  async def _write_body(request, model):
+    """The checked body of a request that changes the gallery (it needs the write token)."""
+    auth.check(write_token, request.headers.get('authorization'))
+    _query_params(request, ())
+    body, _ = _parse(await request.body(), model)
+    return body
+
   @app.post('/items', response_model=schemas.ItemsResponse,
             **body_of('/items', 'post', schemas.ItemsRequest))
   async def items_post(request: fastapi.Request):
-    auth.check(write_token, request.headers.get('authorization'))
-    _query_params(request, ())
-    body, _ = _parse(await request.body(), schemas.ItemsRequest)
-    return _response(200, await concurrency.run_in_threadpool(service.add_items,
-                                                                      body.items))
+    body = await _write_body(request, schemas.ItemsRequest)
+    return _response(200, await concurrency.run_in_threadpool(service.add_items, body.items))
 
   @app.delete('/items', response_model=schemas.DeleteResponse,
               **body_of('/items', 'delete', schemas.DeleteRequest))
   async def items_delete(request: fastapi.Request):
-    auth.check(write_token, request.headers.get('authorization'))
-    _query_params(request, ())
-    body, _ = _parse(await request.body(), schemas.DeleteRequest)
-    return _response(200, await concurrency.run_in_threadpool(service.delete_items,
-                                                                      body.ids))
+    body = await _write_body(request, schemas.DeleteRequest)
+    return _response(200, await concurrency.run_in_threadpool(service.delete_items, body.ids))
 
   def openapi():
     """FastAPI's schema, with the request bodies this module parses itself."""

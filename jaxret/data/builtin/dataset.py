@@ -9,6 +9,8 @@ val or test. Train images are rendered on access (in the input pipeline's
 threads), so start-up does not wait for them.
 """
 
+import abc
+
 import numpy as np
 
 from jaxret.data import options as options_lib
@@ -61,7 +63,45 @@ def grouped_scenes_of_split(data_config, split):
           for i in range(data_config.num_train)], None
 
 
-class RenderedImages:
+def items_of_split(data_config, split, held_out, key, train_item, name):
+  """A built-in dataset's items of `split`: val and test from `held_out(data_config)`, train
+  item i from `train_item(i, exclude)`, `exclude` the held-out items' `key`s (so no train
+  item shares a key with val or test); `name` the dataset, for the error."""
+  if split not in SPLITS:
+    raise ValueError(f'unknown split {split!r}; {name} has {SPLITS}')
+  held = held_out(data_config)
+  if split != 'train':
+    return held[split]
+  exclude = {key(item) for items in held.values() for item in items}
+  return [train_item(i, exclude) for i in range(data_config.num_train)]
+
+
+class RenderedArray(abc.ABC):
+  """A read-only uint8 array of `shape` whose rows render on access (numpy indexing)."""
+
+  shape: tuple
+
+  @abc.abstractmethod
+  def __len__(self):
+    """The number of rows."""
+
+  @abc.abstractmethod
+  def render(self, index):
+    """Row `index` as a uint8 array of shape `shape[1:]`."""
+
+  def __getitem__(self, index):
+    if isinstance(index, (int, np.integer)):
+      return self.render(int(index))
+    rows = np.arange(len(self))[index]
+    return np.stack([self.render(int(i)) for i in rows]) if len(rows) else np.zeros(
+        (0,) + self.shape[1:], np.uint8)
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    return self[:].astype(dtype) if dtype is not None else self[:]
+
+
+class RenderedImages(RenderedArray):
   """A split's images as a read-only array that renders on access (numpy indexing)."""
 
   def __init__(self, scenes, data_config, split):
@@ -78,17 +118,6 @@ class RenderedImages:
   def render(self, index):
     return render.render(self.scenes[index], _rng(self.data_config, self.split, index, 'image'),
                          self.data_config.image_size)
-
-  def __getitem__(self, index):
-    if isinstance(index, (int, np.integer)):
-      return self.render(int(index))
-    rows = np.arange(len(self))[index]
-    return np.stack([self.render(int(i)) for i in rows]) if len(rows) else np.zeros(
-        (0,) + self.shape[1:], np.uint8)
-
-  def __array__(self, dtype=None, copy=None):
-    del copy
-    return self[:].astype(dtype) if dtype is not None else self[:]
 
 
 def load_split(data_config, split):

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxret.data import records
 from jaxret.data.builtin import clips as clips_lib
+from jaxret.data.builtin import dataset
 from jaxret.data.builtin import render as render_lib
 
 SPLITS = ('train', 'val', 'test')
@@ -130,25 +131,21 @@ def described(clip, backwards):
 
 def clips_of_split(data_config, split):
   """[(clip, backwards)] of `split`."""
-  if split not in SPLITS:
-    raise ValueError(f'unknown split {split!r}; the built-in video data has {SPLITS}')
-  held_out = held_out_clips(data_config)
-  if split != 'train':
-    return held_out[split]
-  exclude = {described(c, b).key for shown in held_out.values() for c, b in shown}
-  train = []
-  for i in range(data_config.num_train):
+
+  def train_clip(i, exclude):
     rng = _rng(data_config, split, i, 'clips')
     while True:
       clip = random_clip(rng, int(rng.integers(1, 3)))
       backwards = bool(rng.integers(2))
       if described(clip, backwards).key not in exclude:
-        break
-    train.append((clip, backwards))
-  return train
+        return clip, backwards
+
+  return dataset.items_of_split(data_config, split, held_out_clips,
+                                lambda shown: described(*shown).key, train_clip,
+                                'the built-in video data')
 
 
-class RenderedClips:
+class RenderedClips(dataset.RenderedArray):
   """A split's clips as a read-only (N, T, H, W, 3) array that renders on access."""
 
   def __init__(self, shown, data_config, split):
@@ -169,17 +166,6 @@ class RenderedClips:
     frames = render(clip, _rng(self.data_config, self.split, group_index, 'frames'),
                     self.data_config.num_frames, self.data_config.image_size)
     return frames[::-1] if backwards else frames
-
-  def __getitem__(self, index):
-    if isinstance(index, (int, np.integer)):
-      return self.render(int(index))
-    rows = np.arange(len(self))[index]
-    return np.stack([self.render(int(i)) for i in rows]) if len(rows) else np.zeros(
-        (0,) + self.shape[1:], np.uint8)
-
-  def __array__(self, dtype=None, copy=None):
-    del copy
-    return self[:].astype(dtype) if dtype is not None else self[:]
 
 
 def load_split(data_config, split):
