@@ -26,7 +26,6 @@ import os
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
                            + ' --xla_force_host_platform_device_count=8')
 
-import importlib.util  # pylint: disable=wrong-import-position
 import io  # pylint: disable=wrong-import-position
 import pathlib  # pylint: disable=wrong-import-position
 import time  # pylint: disable=wrong-import-position
@@ -37,6 +36,7 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from jaxret import files  # pylint: disable=wrong-import-position
+from jaxret.config import config_file  # pylint: disable=wrong-import-position
 from jaxret.data import tokenizer as tokenizer_lib  # pylint: disable=wrong-import-position
 from jaxret.parallel import host  # pylint: disable=wrong-import-position
 from jaxret.parallel import mesh as mesh_lib  # pylint: disable=wrong-import-position
@@ -59,9 +59,7 @@ DEVICES = 8
 
 def load_config(name, batch, microbatches):
   path = REPO / 'configs' / f'{name}.py'
-  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_file.load(path)
   config = module.get_config('runlocal')
   config.batch_size, config.microbatches = batch, microbatches
   return config

@@ -10,7 +10,6 @@ alike. Prints the median step time and its ratio to the first method's.
 `distill` needs a trained slow workdir: `--teacher=DIR`.
 """
 
-import importlib.util
 import json
 import pathlib
 import time
@@ -20,6 +19,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from jaxret.config import config_file
 from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.data import tokenizer as tokenizer_lib
@@ -38,9 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def load_config(name):
   path = REPO / 'configs' / f'{name}.py'
-  spec = importlib.util.spec_from_file_location(f'config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_file.load(path)
   return module.get_config(f'slow={_TEACHER.value}' if name == 'distill' else None)
 
 

@@ -2,19 +2,16 @@
 
 import atexit
 import functools
-import importlib.util
 import shutil
 import tempfile
 
 from conftest import REPO
+from jaxret.config import config_file
 
 
 def load_config(name, arg):
   path = REPO / 'configs' / f'{name}.py'
-  spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_file.load(path).get_config(arg)
 
 
 @functools.lru_cache(maxsize=None)
