@@ -35,13 +35,19 @@ import time
 
 from absl import app
 from absl import flags
+import jax
 import numpy as np
 
 from jaxret import files
 from jaxret.config import workdir as workdir_config
+from jaxret.data import pipeline
+from jaxret.data import sources
 from jaxret.evaluate import fast_slow as fast_slow_eval
 from jaxret.evaluate import run as evaluate_run
 from jaxret.inference import checkpoints
+from jaxret.inference import restore as restore_lib
+from jaxret.losses import distill as distill_loss
+from jaxret.rerank import scorer as scorer_lib
 
 _SIZES = flags.DEFINE_list('sizes', ['500', '5000', '50000'], 'Test gallery sizes.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds of Fast and of each distilled variant.')
@@ -52,8 +58,24 @@ _VARIANTS = flags.DEFINE_list(
     'variants', ['student:8:1:1', 'random:8:1:1'],
     'Distillation variants candidates:|B_i|:T:alpha; the first is "Fast distilled". None: '
     'no distillation; the speed study then re-ranks the plain Fast model.')
+_ABLATION_SEEDS = flags.DEFINE_integer(
+    'ablation_seeds', 1, 'Seeds of the variants after the first (the ablation); the first '
+    'variant ("Fast distilled") gets --seeds.')
+_GROUP_BATCHES = flags.DEFINE_bool(
+    'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
+    '(data.group_batches).')
+_TEMPERATURES = flags.DEFINE_list('temperatures', ['1', '2', '4', '8', '16'],
+                                  "Teacher temperatures of the teacher-target statistics.")
 _QUERIES = flags.DEFINE_integer('queries', 100, 'Queries of the speed study (images sampled).')
-_MIN_QUERIES = flags.DEFINE_integer('min_queries', 50, 'Fewest queries at any size.')
+_MIN_ABLATION_SEEDS = flags.DEFINE_integer(
+    'ablation_seeds', 1, 'Seeds of the variants after the first (the ablation); the first '
+    'variant ("Fast distilled") gets --seeds.')
+_GROUP_BATCHES = flags.DEFINE_bool(
+    'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
+    '(data.group_batches).')
+_TEMPERATURES = flags.DEFINE_list('temperatures', ['1', '2', '4', '8', '16'],
+                                  "Teacher temperatures of the teacher-target statistics.")
+_QUERIES = flags.DEFINE_integer('min_queries', 50, 'Fewest queries at any size.')
 _MAX_SLOW_SECONDS = flags.DEFINE_float(
     'max_slow_seconds', 1800, 'Budget of exhaustive Slow per size: the queries are cut to fit '
     'it (never below --min_queries), from a per-pair cost measured at the smallest size.')
@@ -117,19 +139,78 @@ def spread(values):
           'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0}
 
 
+def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, batches=4):
+  """What the teacher's soft targets say beyond the contrastive one-hot, on the first
+  `batches` training batches (seed 0): for B_i of `num_candidates` images chosen at
+  random or by the Fast model's score (`student`), and each teacher temperature T, the
+  fraction of captions whose own image the teacher ranks first in B_i, the teacher's
+  mean probability of it, and the mean entropy of p over B_i (nats; log |B_i| is
+  uniform)."""
+  slow_config, fast_config = workdir_config.load(slow), workdir_config.load(fast)
+  teacher, student = restore_lib.restore(slow_config, slow), restore_lib.restore(fast_config, fast)
+  data_config = workdir_config.load(fast).data
+  with data_config.unlocked():
+    data_config.group_batches = group_batches
+  dataset = pipeline.train_dataset(sources.load_split(data_config, 'train'),
+                                   teacher.tokenizer, data_config, seed=0,
+                                   global_batch=fast_config.batch_size)
+  scorer = scorer_lib.SlowScorer(teacher.model, teacher.params, slow_config.data)
+  visual_tokens = jax.jit(lambda p, x: teacher.model.apply(
+      {'params': p}, x, method=teacher.model.visual_tokens))
+  image_emb = jax.jit(lambda p, x: student.model.apply(
+      {'params': p}, x, method=student.model.encode_image)[0])
+  text_emb = jax.jit(lambda p, t, m: student.model.apply(
+      {'params': p}, t, m, method=student.model.encode_text)[0])
+  stats = {}
+  for step in range(batches):
+    batch = dataset[step]
+    h = scorer.score_gallery(batch['text'], batch['text_mask'],
+                             np.asarray(visual_tokens(teacher.params, batch['image'])))
+    student_scores = (np.asarray(text_emb(student.params, batch['text'], batch['text_mask']))
+                      @ np.asarray(image_emb(student.params, batch['image'])).T)
+    random_scores = np.random.default_rng(step).uniform(size=h.shape)
+    for name, scores in (('random', random_scores), ('student', student_scores)):
+      rows, valid = (np.asarray(a) for a in distill_loss.pick_candidates(
+          scores, batch['image_id'], num_candidates))
+      picked = np.where(valid, np.take_along_axis(h, rows, axis=1), -np.inf)
+      for t in temperatures:
+        logits = picked / t
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        entropy = -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0.0), axis=1)
+        row = stats.setdefault(f'{name}/T={t:g}', {'top1': [], 'p_own': [], 'entropy': []})
+        row['top1'].append(float(np.mean(np.argmax(picked, axis=1) == 0)))
+        row['p_own'].append(float(np.mean(p[:, 0])))
+        row['entropy'].append(float(np.mean(entropy)))
+  return {'batches': batches, 'batch_size': fast_config.batch_size,
+          'num_candidates': num_candidates, 'group_batches': group_batches,
+          'rows': {key: {m: float(np.mean(v)) for m, v in row.items()}
+                   for key, row in stats.items()}}
+
+
 def distillation(slow, seeds, variants):
   fast = [all_captions(os.path.join(_ROOT.value, f'fast-s{s}')) for s in seeds]
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
-         'teacher': slow, 'steps': _STEPS.value,
+         'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
          'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast])},
          'variants': []}
-  for variant in variants:
-    runs = [all_captions(variant_dir(variant, s)) for s in seeds]
-    out['variants'].append({**variant, 'per_seed': runs,
+  for i, variant in enumerate(variants):
+    variant_seeds = seeds if i == 0 else seeds[:_ABLATION_SEEDS.value]
+    runs = [all_captions(variant_dir(variant, s)) for s in variant_seeds]
+    out['variants'].append({**variant, 'seeds': variant_seeds, 'per_seed': runs,
                             't2i/R@1': spread([r['t2i/R@1'] for r in runs]),
                             'gain_over_fast': spread([r['t2i/R@1'] - f['t2i/R@1']
                                                       for r, f in zip(runs, fast)])})
   return out
+
+
+def slow_all_captions(slow):
+  """Exhaustive Slow over all test captions (500 images): R@1/5/10 and its cost per pair."""
+  results = evaluate(slow, **{'eval.evaluator': 'slow_retrieval', 'eval.max_queries': 0,
+                              'eval.query_captions': 'all'})
+  return {**{f't2i/R@{k}': results[f't2i/R@{k}'] for k in (1, 5, 10)},
+          'captions': results['num_texts'], 'pair_us': results['pair_us'],
+          'query_ms': 1000 * results['seconds_per_query']}
 
 
 def speed(size, student, fast, pair_seconds, slow):
@@ -156,18 +237,41 @@ def table(results):
                    f'{row["k"] or ""} | ' + ' | '.join(
                        f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
                    + f' | {row["query_ms"]:.1f} |')
-  distill = results['distillation']
+  lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
+            '| gallery | features | bytes per image | ms/query | µs/pair |', '|---|---|---|---|---|']
+  for size in results['sizes']:
+    for kind, row in size['slow_storage'].items():
+      lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
+                   f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
+  distill, slow = results['distillation'], results['slow']
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
-            f'images), seeds {distill["seeds"]} (mean ± std):', '',
-            '| model | candidates | |B_i| | T | α | R@1 | gain over Fast |',
-            '|---|---|---|---|---|---|---|',
-            '| Fast | | | | | {:.1f} ± {:.1f} | |'.format(
-                100 * distill['fast']['t2i/R@1']['mean'], 100 * distill['fast']['t2i/R@1']['std'])]
+            f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
+            f'the same seed):', '',
+            '| model | candidates | |B_i| | T | α | seeds | R@1 | gain over Fast |',
+            '|---|---|---|---|---|---|---|---|',
+            '| Fast | | | | | {} | {:.1f} ± {:.1f} | |'.format(
+                len(distill['seeds']), 100 * distill['fast']['t2i/R@1']['mean'],
+                100 * distill['fast']['t2i/R@1']['std'])]
   for v in distill['variants']:
-    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {:.1f} ± {:.1f} | {:+.1f} ± {:.1f} |'
-                 .format(v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
-                         v['alpha'], 100 * v['t2i/R@1']['mean'], 100 * v['t2i/R@1']['std'],
-                         100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
+    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
+                 '{:+.1f} ± {:.1f} |'.format(
+                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
+                     100 * v['t2i/R@1']['std'], 100 * v['gain_over_fast']['mean'],
+                     100 * v['gain_over_fast']['std']))
+  lines.append(f'| Slow (exhaustive, seed 0) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
+  lines += ['', f'Slow over all {slow["captions"]} test captions: R@5 '
+            f'{100 * slow["t2i/R@5"]:.1f}, R@10 {100 * slow["t2i/R@10"]:.1f}, '
+            f'{slow["pair_us"]:.0f} µs per (caption, image) pair.', '',
+            "The teacher's targets over B_i (|B_i| = 8; first training batches): top-1 = "
+            "its own image ranked first, p(own), entropy of p (nats; uniform: 2.08):", '',
+            '| batches | B_i | T | top-1 | p(own) | entropy |', '|---|---|---|---|---|---|']
+  for targets in results['teacher_targets']:
+    for key, row in targets['rows'].items():
+      candidates, temperature = key.split('/T=')
+      lines.append(f'| {"grouped" if targets["group_batches"] else "random"} | {candidates} '
+                   f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
+                   f'{row["entropy"]:.2f} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -201,23 +305,31 @@ def main(argv):
   seeds = list(range(_SEEDS.value))
   variants = [parse_variant(v) for v in _VARIANTS.value]
   slow = os.path.join(_ROOT.value, 'slow')
+  groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
   train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
   for seed in seeds:
     fast = os.path.join(_ROOT.value, f'fast-s{seed}')
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
-          f'--config.seed={seed}')
-    for variant in variants:
+          f'--config.seed={seed}', groups)
+    for i, variant in enumerate(variants):
+      if i and seed >= _ABLATION_SEEDS.value:
+        continue
       train(variant_dir(variant, seed),
             'configs/distill.py:slow={},fast={},candidates={candidates},'
             'num_candidates={num_candidates},temperature={temperature},alpha={alpha},'
             'seed={seed}'.format(slow, fast, **variant, seed=seed),
-            f'--config.total_steps={_STEPS.value}')
+            f'--config.total_steps={_STEPS.value}', groups)
+  fast = os.path.join(_ROOT.value, 'fast-s0')
+  temperatures = [float(t) for t in _TEMPERATURES.value]
   results = {'command': ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:]),
              'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
-             'distillation': distillation(slow, seeds, variants), 'sizes': []}
+             'distillation': distillation(slow, seeds, variants),
+             'teacher_targets': [teacher_targets(slow, fast, g, temperatures)
+                                 for g in (False, True)],
+             'slow': slow_all_captions(slow), 'sizes': []}
+  print(table(results), flush=True)
   pair_seconds = None
   for size in sorted(int(s) for s in _SIZES.value):
-    fast = os.path.join(_ROOT.value, 'fast-s0')
     report = speed(size, variant_dir(variants[0], 0) if variants else fast,
                    fast if variants else '', pair_seconds, slow)
     slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')

@@ -43,6 +43,8 @@ def get_config(arg=None):
   # Queries for the exhaustive evaluation: one caption per image, for this many
   # images spread over the split (0: all of them).
   config.eval.max_queries = 16 if arg.runlocal else 100
+  # Their captions that are queries: 'first' or 'all' (the five of each image).
+  config.eval.query_captions = 'first'
   # Shapes the slow scorer compiles for (see jaxret/rerank/scorer.py).
   config.rerank.candidate_buckets = (10, 50, 100)
   config.rerank.length_buckets = (8, 16, 24)

@@ -198,6 +198,22 @@ def test_scorer_over_stored_keys_and_values_scores_as_over_visual_tokens(tiny):
                              rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('features', scorer_lib.FEATURES)
+def test_exhaustive_gallery_scoring_equals_scoring_each_query_alone(tiny, features):
+  """score_gallery (query batches x gallery chunks, keys and values projected once per
+  item and call) gives every query's h over the whole gallery; 3 queries in batches of 2
+  and 7 items in chunks of 3 leave remainders on both sides."""
+  _, _, _, tokens, mask = tiny
+  uint8 = np.random.default_rng(3).integers(0, 255, size=(7, 32, 32, 3), dtype=np.uint8)
+  scorer = _scorer(tiny, candidate_buckets=(7,), query_buckets=(1,), features=features)
+  gallery = scorer.gallery_features(uint8)
+  grid = scorer.score_gallery(tokens, mask, gallery, query_batch=2, gallery_chunk=3)
+  alone = np.concatenate([scorer.score(tokens[i:i + 1], mask[i:i + 1], gallery[None])
+                          for i in range(3)])
+  assert grid.shape == (3, 7)
+  np.testing.assert_allclose(grid, alone, rtol=1e-5, atol=1e-4)
+
+
 def test_rerank_orders_by_h_alone_with_beta_0_and_by_fast_alone_with_huge_beta(tiny):
   _, _, _, tokens, mask = tiny
   scorer = _scorer(tiny, candidate_buckets=(5,), query_buckets=(1,))

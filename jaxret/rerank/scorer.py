@@ -47,6 +47,7 @@ class SlowScorer(buckets_lib.BucketedScorer):
         {'params': p}, model.apply({'params': p}, images, method=model.visual_tokens),
         method=model.keys_values))
     self._score = jax.jit(self._score_pairs)
+    self._score_grid = jax.jit(self._score_grid_pairs)
 
   def visual_tokens(self, images):
     """uint8 (N, H, W, 3) -> (N, tokens, width) numpy in the storage dtype."""
@@ -72,6 +73,39 @@ class SlowScorer(buckets_lib.BucketedScorer):
     scores = self.model.apply({'params': params}, pair_visual, pair_tokens, pair_mask,
                               method=method)
     return scores.reshape(queries, candidates)
+
+  def _score_grid_pairs(self, params, tokens, mask, features):
+    self.compilations += 1
+    queries, items = tokens.shape[0], features.shape[0]
+    method = self.model.score if self.features == 'tokens' else self.model.score_keys_values
+    scores = self.model.apply({'params': params}, features.astype(jnp.float32),
+                              jnp.repeat(tokens, items, axis=0), jnp.repeat(mask, items, axis=0),
+                              jnp.tile(jnp.arange(items), queries), method=method)
+    return scores.reshape(queries, items)
+
+  def score_gallery(self, tokens, mask, features, *, query_batch=32, gallery_chunk=100):
+    """h of every caption (tokens, mask: (Q, L)) against every gallery item (features:
+    (N, ...), `gallery_features`): (Q, N). Exhaustive Slow at its fastest: `query_batch`
+    captions meet `gallery_chunk` items per call, and each item's cross-attention keys and
+    values are projected once per call however many captions read them (`visual_index`),
+    so stored tokens cost about what stored keys and values do."""
+    tokens, mask = buckets_lib.trim_length(np.asarray(tokens), np.asarray(mask),
+                                           self.length_buckets)
+    num_queries, num_items = len(tokens), len(features)
+    # Equal calls, so that padding the last one wastes little: 50 queries go as 2 x 25.
+    q = -(-num_queries // -(-num_queries // query_batch))
+    c = -(-num_items // -(-num_items // gallery_chunk))
+    results = np.zeros((num_queries, num_items), np.float32)
+    for q0 in range(0, num_queries, q):
+      part_tokens = buckets_lib.pad_rows(tokens[q0:q0 + q], q)
+      part_mask = buckets_lib.pad_rows(mask[q0:q0 + q], q)
+      rows = min(q, num_queries - q0)
+      for c0 in range(0, num_items, c):
+        cols = min(c, num_items - c0)
+        scores = self._score_grid(self.params, part_tokens, part_mask,
+                                  buckets_lib.pad_rows(features[c0:c0 + c], c))
+        results[q0:q0 + rows, c0:c0 + cols] = np.asarray(scores)[:rows, :cols]
+    return results
 
   def score(self, tokens, mask, visual):
     """h for Q captions (tokens, mask: (Q, L)) against their K candidates' features
