@@ -22,6 +22,7 @@ from jaxret.train import microbatch
 from jaxret.train import optimizer as optimizer_lib
 from jaxret.train import state as state_lib
 from jaxret.train import step as step_lib
+from jaxret.train import warm_start
 
 
 def check_config(config):
@@ -64,6 +65,9 @@ class Trainable:
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
     self.state_shardings = partition.tree_shardings(
         self.abstract_state, mesh, config.sharding.rules)
+    # A trained workdir to start from (config.init.workdir), checked now.
+    self.warm_start = (warm_start.Source(config, tokenizer, self.abstract_state.params)
+                       if config.init.workdir else None)
 
   def _init(self, rng):
     params_rng, state_rng = jax.random.split(rng)
@@ -82,6 +86,9 @@ class Trainable:
     if pretrained.requested(self.config):
       state = pretrained.apply_to_state(state, self.config, self.state_shardings,
                                         self.optimizer, self.objective)
+    if self.warm_start is not None:
+      state = warm_start.apply_to_state(self.warm_start, state, self.state_shardings,
+                                        self.optimizer, self.objective, self.mesh)
     # Extra state that comes from elsewhere (a frozen teacher's checkpoint).
     return state.replace(extra=self.objective.load_extra(state.extra,
                                                          self.state_shardings.extra))
