@@ -1,9 +1,13 @@
 """The video tower: per-frame ViT with the image tower's parameter names, mean pooling blind
 to frame order, the temporal transformer not; every dual-encoder model takes clips; a video
-state starts from an image workdir (config.init.workdir)."""
+state starts from an image workdir (config.init.workdir); the methods benchmark measures the
+video tower."""
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import REPO
+from conftest import subprocess_env
 from jaxret import errors
 from jaxret import models
 from jaxret.config import workdir as workdir_config
@@ -195,3 +201,23 @@ def test_a_path_that_is_not_a_trained_workdir_is_refused(demo_workdir, tmp_path)
   shutil.copy(demo_workdir[0] / 'config.json', tmp_path / 'config.json')  # Never trained.
   with pytest.raises(errors.UserError, match='is not a trained jaxret workdir: no checkpoints'):
     warm_start.Source(config, tokenizer, params)
+
+
+def test_methods_benchmark_reports_the_video_towers_step_time_and_memory(tmp_path):
+  out = tmp_path / 'methods.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.methods', '--methods=video', '--runlocal',
+       '--rounds=2', f'--out={out}'],
+      cwd=REPO, env=subprocess_env(1), capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (entry,) = json.loads(out.read_text())['methods']
+  assert entry['method'] == 'video' and 0 < entry['step_seconds_median'] <= entry[
+      'step_seconds_max']
+  assert entry['peak_bytes_per_device'] == (entry['temp_bytes_per_device']
+                                            + entry['argument_bytes_per_device'])
+  # The step's arguments hold the state and a batch of clips (float32), not of images.
+  config = load_config('video', 'runlocal')
+  clips = config.batch_size * config.data.num_frames * config.data.image_size**2 * 3 * 4
+  assert clips < entry['argument_bytes_per_device'] < 2 * clips
+  assert entry['temp_bytes_per_device'] > 0
+  assert f'{entry["peak_bytes_per_device"] / 2**20:.1f}' in result.stdout
