@@ -177,8 +177,9 @@ def test_only_the_image_tower_comes_with_another_tokenizer(demo_workdir):
 def test_image_workdirs_that_do_not_fit_are_refused(demo_workdir, overrides, fragment):
   config = _from_image_workdir(demo_workdir[0], **overrides)
   tokenizer = tokenizer_lib.load_workdir(demo_workdir[0], config.data.text_len)
+  trainable = setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))
   with pytest.raises(errors.UserError, match=re.escape(fragment)):
-    setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+    trainable.init_state()
 
 
 def test_a_position_embedding_named_in_reinit_is_resized(demo_workdir):

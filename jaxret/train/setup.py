@@ -55,6 +55,7 @@ class Trainable:
     check_config(config)
     self.config = config
     self.mesh = mesh
+    self.tokenizer = tokenizer
     self.model = restore_lib.build_model(config, tokenizer)
     if data_options.resolve(config.data).num_frames:
       capabilities.require(self.model, capabilities.VideoInput, 'video data (data.num_frames > 0)')
@@ -65,9 +66,6 @@ class Trainable:
     self.abstract_state = jax.eval_shape(self._init, jax.random.PRNGKey(config.seed))
     self.state_shardings = partition.tree_shardings(
         self.abstract_state, mesh, config.sharding.rules)
-    # A trained workdir to start from (config.init.workdir), checked now.
-    self.warm_start = (warm_start.Source(config, tokenizer, self.abstract_state.params)
-                       if config.init.workdir else None)
 
   def _init(self, rng):
     params_rng, state_rng = jax.random.split(rng)
@@ -80,15 +78,18 @@ class Trainable:
 
   def init_state(self):
     """A fresh state, created directly with its shardings (never whole on one device)."""
+    # A trained workdir to start from (config.init.workdir), checked before compiling.
+    source = (warm_start.Source(self.config, self.tokenizer, self.abstract_state.params)
+              if self.config.init.workdir else None)
     state = jax.jit(self._init, out_shardings=self.state_shardings)(
         jax.random.PRNGKey(self.config.seed))
     # Pretrained weights (config.init), loaded into the fresh parameters.
     if pretrained.requested(self.config):
       state = pretrained.apply_to_state(state, self.config, self.state_shardings,
                                         self.optimizer, self.objective)
-    if self.warm_start is not None:
-      state = warm_start.apply_to_state(self.warm_start, state, self.state_shardings,
-                                        self.optimizer, self.objective, self.mesh)
+    if source is not None:
+      state = warm_start.apply_to_state(source, state, self.state_shardings, self.optimizer,
+                                        self.objective, self.mesh)
     # Extra state that comes from elsewhere (a frozen teacher's checkpoint).
     return state.replace(extra=self.objective.load_extra(state.extra,
                                                          self.state_shardings.extra))

@@ -23,8 +23,9 @@ replaces the fresh parameters:
     it keeps its fresh values and the report says why: a text tower over
     another vocabulary would read other words for the same token ids.
 
-Everything is checked when the trainer is built (`Source`), before anything is
-compiled or written; the values are read at `load`.
+Everything is checked when a fresh state is made (`Source`), before anything is
+compiled or saved; the values are read at `load`. A resumed run never reads
+the workdir again.
 """
 
 import os
