@@ -144,8 +144,8 @@ class Source:
     rest = {p for p in shapes if not _in_image_tower(p)}
     source_rest = {p for p in source_shapes if not _in_image_tower(p)}
     if source_tokenizer.backend.get_vocab() != tokenizer.backend.get_vocab():
-      return [], (f'the tokenizers differ (to copy them, set --config.tokenizer.path='
-                  f'{self.workdir})')
+      return [], (f'the tokenizers differ (with --config.tokenizer.path={self.workdir} '
+                  'this model reads the same tokens)')
     if rest != source_rest or any(shapes[p] != source_shapes[p] for p in rest):
       differing = (rest ^ source_rest) | {p for p in rest & source_rest
                                           if shapes[p] != source_shapes[p]}
