@@ -35,6 +35,7 @@ from absl import flags  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from benchmarks import xla_memory  # pylint: disable=wrong-import-position
 from jaxret import files  # pylint: disable=wrong-import-position
 from jaxret.config import config_file  # pylint: disable=wrong-import-position
 from jaxret.data import tokenizer as tokenizer_lib  # pylint: disable=wrong-import-position
@@ -94,12 +95,8 @@ class Step:
     self.compiled = self.step.lower(self.trainable.restore_target(), self.batch_shapes).compile()
 
   def memory(self):
-    analysis = self.compiled.memory_analysis()
     batch_bytes = sum(s.size * s.dtype.itemsize for s in jax.tree.leaves(self.batch_shapes))
-    return {'peak_bytes_per_device': int(analysis.temp_size_in_bytes
-                                         + analysis.argument_size_in_bytes),
-            'temp_bytes_per_device': int(analysis.temp_size_in_bytes),
-            'argument_bytes_per_device': int(analysis.argument_size_in_bytes),
+    return {**xla_memory.per_device(self.compiled),
             'batch_bytes_per_device': int(batch_bytes // DEVICES)}
 
   def runner(self):

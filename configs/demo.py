@@ -71,8 +71,10 @@ def get_config(arg=None):
 
   # Pretrained towers (jaxret/models/load): a BERT-family Hugging Face directory
   # (or 'minilm') for the text tower, a Hugging Face CLIP directory for both,
-  # and regexes of parameters allowed to differ in shape (re-initialised).
-  config.init = ml_collections.ConfigDict({'text': '', 'clip': '', 'reinit': ()})
+  # or a trained jaxret workdir (its image tower, and the rest when it fits:
+  # jaxret/train/warm_start.py), and regexes of parameters allowed to differ in
+  # shape (re-initialised).
+  config.init = ml_collections.ConfigDict({'text': '', 'clip': '', 'workdir': '', 'reinit': ()})
 
   config.loss = ml_collections.ConfigDict({'name': 'clip'})
 

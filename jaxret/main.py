@@ -117,6 +117,10 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
       tokens = manifest['tokens']
       print(f'stored {tokens["num_items"]} images\' patch tokens ({tokens["dtype"]}, '
             f'{tokens["bytes"] / 2**20:.2f} MiB) in {workdir}/tokens')
+    if 'thumbnails' in manifest:
+      made = manifest['thumbnails']
+      print(f'made {made["num_items"]} animated thumbnails ({made["bytes"] / 2**20:.2f} MiB) '
+            f'in {workdir}/thumbnails')
   if mode in ('query', 'demo'):
     query.query(config, workdir, query_text, k)
   if mode == 'serve':

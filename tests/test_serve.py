@@ -740,3 +740,113 @@ def test_write_token_sources_and_checks(tmp_path):
     with pytest.raises(auth.Refused) as refused:
       auth.check(token, header)
     assert refused.value.status == status
+
+
+# A video gallery: animated thumbnails made by --mode=index, served by GET /image.
+
+def _index_of_random_embeddings(config, workdir):
+  """`--mode=index` (`build_index`) over random unit vectors standing in for the exported
+  embeddings of `config`'s test split; returns (manifest, records, service, server, client)."""
+  # pylint: disable=import-outside-toplevel
+  from jaxret import models
+  from jaxret.data import sources
+  from jaxret.export import embeddings
+  from jaxret.export import index as index_lib
+  from jaxret.index import store
+  from jaxret.serve import gallery as gallery_lib
+  from jaxret.serve import server as server_lib
+  from jaxret.serve import service as service_lib
+  records = sources.load_split(config.data, 'test')
+  vectors = np.random.default_rng(0).normal(size=(len(records), 8)).astype(np.float32)
+  vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+  path = embeddings.path(workdir)
+  (workdir / 'export').mkdir(parents=True)
+  np.savez(path, image_ids=np.asarray(records.image_ids), image_emb=vectors,
+           text_emb=vectors[:4], texts=np.asarray([f'q{i}' for i in range(4)]),
+           step=np.asarray(1), split=np.asarray('test'))
+  manifest = index_lib.build_index(config, str(workdir))
+  model = models.build(config.model, vocab_size=10, text_len=config.data.text_len)
+  service = service_lib.SearchService(
+      store.load(store.directory(str(workdir))), _RowQueries(vectors), model_step=1,
+      gallery=gallery_lib.for_workdir(config, str(workdir), 'test'),
+      image_encoder=encoder.ImageEncoder(model, None, config.data))  # Never run: no params.
+  server = server_lib.make_server(service, '127.0.0.1', 0)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  return manifest, records, service, server, Client(*server.server_address[:2])
+
+
+def _timeline(animation):
+  """An animated image's frames, each repeated for its duration in thumbnail frame times."""
+  # pylint: disable=import-outside-toplevel
+  from jaxret.index import thumbnails
+  frames = []
+  for position in range(animation.n_frames):
+    animation.seek(position)
+    animation.load()
+    frame = np.asarray(animation.convert('RGB'), np.float32)
+    frames += [frame] * round(animation.info['duration'] / thumbnails.FRAME_MS)
+  return frames
+
+
+@pytest.mark.parametrize('config_name', ['video', 'demo'])
+def test_gallery_pictures_animated_webp_for_clips_png_for_images(config_name, tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from jaxret.index import thumbnails
+  from jaxret.serve import gallery as gallery_lib
+  from method_configs import load_config
+  config = load_config(config_name, 'runlocal')
+  manifest, records, service, server, client = _index_of_random_embeddings(config, tmp_path)
+  try:
+    row = 1  # A clip whose frames all differ from the same frames reversed.
+    image_id = int(records.image_ids[row])
+    status, headers, body = client.request('GET', f'/image?id={image_id}')
+    assert status == 200
+    if config_name == 'demo':  # An image gallery: PNG as before, no thumbnails made.
+      assert 'thumbnails' not in manifest and not (tmp_path / 'thumbnails').exists()
+      assert headers['Content-Type'] == 'image/png'
+      np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))),
+                                    records.images[row])
+      return
+    clip = np.asarray(records.images[row], np.float32)
+    frames = len(clip)
+    assert manifest['thumbnails']['num_items'] == len(records) == 32
+    assert manifest['thumbnails']['frames_per_clip'] == frames == 8
+    # What is served is what --mode=index made.
+    stored = thumbnails.load(thumbnails.directory(str(tmp_path)))
+    assert headers['Content-Type'] == 'image/webp' and body == stored.get(image_id)
+    animation = Image.open(io.BytesIO(body))
+    assert animation.is_animated and animation.size == (64, 64)
+    timeline = _timeline(animation)
+    assert len(timeline) == frames  # The clip's frame count, frame by frame (lossy WebP).
+    errors_by_frame = [float(np.mean(np.abs(timeline[t] - clip[t]))) for t in range(frames)]
+    assert max(errors_by_frame) < 8, errors_by_frame
+    assert max(float(np.mean(np.abs(timeline[t] - clip[::-1][t]))) for t in range(frames)) > 16
+    assert client.get('/image', id='12345')[0] == 404
+    status, answer = client.json('POST', '/search', {'image': base64.b64encode(
+        thumbnails.encode(clip[:1].astype(np.uint8))).decode()})
+    assert status == 400 and 'an image is not a clip' in answer['error'], answer
+    # An index made before thumbnails: the clip is encoded when asked for.
+    shutil.rmtree(tmp_path / 'thumbnails')
+    made, media_type = gallery_lib.for_workdir(config, str(tmp_path), 'test').picture(image_id)
+    assert media_type == 'image/webp' and made == body
+  finally:
+    client.close()
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+def test_damaged_thumbnails_are_refused(tmp_path):
+  # pylint: disable=import-outside-toplevel
+  from jaxret.index import thumbnails
+  clips = np.zeros((2, 3, 16, 16, 3), np.uint8)
+  clips[:, 1] = 255
+  out_dir = str(tmp_path / 'thumbnails')
+  manifest = thumbnails.save(out_dir, ['a', 7], clips, 'test')
+  assert manifest['num_items'] == 2 and manifest['frames_per_clip'] == 3
+  assert thumbnails.load(out_dir).get('7') is None  # Ids keep their type: 7 is not '7'.
+  stored = thumbnails.load(out_dir).get(7)
+  (tmp_path / 'thumbnails' / next(iter(manifest['checksums']))).write_bytes(b'not a webp')
+  with pytest.raises(errors.UserError, match='animated thumbnails in .* are damaged'):
+    thumbnails.load(out_dir)
+  assert len(_timeline(Image.open(io.BytesIO(stored)))) == 3

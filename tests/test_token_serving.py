@@ -250,7 +250,7 @@ def _post(url, path, body):
 def test_items_added_and_deleted_keep_their_patch_tokens(filip):
   service, _, workdir, _, arrays, _ = filip
   original = int(arrays['image_ids'][5])
-  png = service.gallery.png(original)
+  png, _ = service.gallery.picture(original)
   text = str(arrays['texts'][5 * 5])  # A caption of image 5.
   with pytest.raises(errors.UserError, match='send "image" instead'):
     service.add_items([{'id': 77, 'embedding': arrays['image_emb'][0].tolist()}])

@@ -1,5 +1,13 @@
 """The video tower: per-frame ViT with the image tower's parameter names, mean pooling blind
-to frame order, the temporal transformer not; every dual-encoder model takes clips."""
+to frame order, the temporal transformer not; every dual-encoder model takes clips; a video
+state starts from an image workdir (config.init.workdir); the methods benchmark measures the
+video tower."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -7,13 +15,21 @@ import ml_collections
 import numpy as np
 import pytest
 
+from conftest import REPO
+from conftest import subprocess_env
 from jaxret import errors
 from jaxret import models
+from jaxret.config import workdir as workdir_config
+from jaxret.data import tokenizer as tokenizer_lib
+from jaxret.inference import restore as restore_lib
 from jaxret.models import capabilities
 from jaxret.models import flops
 from jaxret.models import video
 from jaxret.models import vit
+from jaxret.models.load import checkpoint
+from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
+from jaxret.train import warm_start
 from method_configs import load_config
 
 CLIPS = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 16, 16, 3))
@@ -93,3 +109,116 @@ def test_flops_count_every_frame_and_the_temporal_transformer():
   one_frame = flops.dual_encoder_train_flops(config.model, 64, 24, 1)
   assert mean - one_frame == 3 * 7 * per_frame
   assert transformer - mean == 3 * flops.transformer_flops(9, 32, 1, 128)
+
+
+# Starting the video tower from an image workdir (config.init.workdir, train/warm_start.py).
+
+def _from_image_workdir(workdir, **overrides):
+  """configs/video.py:runlocal (2 frames) with the demo's mu/8 frame ViT, from `workdir`."""
+  config = load_config('video', 'runlocal,frames=2')
+  config.model.image.variant = 'mu/8'
+  config.init.workdir = str(workdir)
+  for key, value in overrides.items():
+    config[key].update(value)
+  return config
+
+
+def _abstract_params(config, tokenizer):
+  model = models.build(config.model, vocab_size=tokenizer.vocab_size,
+                       text_len=config.data.text_len)
+  return restore_lib.abstract_params(model, config)
+
+
+def test_video_state_starts_from_an_image_workdir(demo_workdir):
+  image_dir = demo_workdir[0]
+  config = _from_image_workdir(image_dir)
+  tokenizer = tokenizer_lib.load_workdir(image_dir, config.data.text_len)  # The same words.
+  trainable = setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+  state = trainable.init_state()
+  image = restore_lib.restore(workdir_config.load(image_dir), image_dir,
+                              mesh=trainable.mesh)
+  assert image.step == 4  # The demo's latest checkpoint.
+  video_params = checkpoint.flatten(jax.device_get(state.params))
+  image_params = checkpoint.flatten(jax.device_get(image.params))
+  own = {p for p in video_params
+         if p.startswith('image_encoder/') and p.split('/')[1] in video.OWN_PARAMS}
+  assert own and {p.split('/')[1] for p in own} == set(video.OWN_PARAMS)
+  # Every parameter but the video tower's own is the image model's: the frame ViT,
+  # and, with the same tokenizer, the text tower, the projections and the logit scale.
+  assert set(video_params) - own == set(image_params)
+  for path, value in image_params.items():
+    np.testing.assert_array_equal(video_params[path], value, err_msg=path)
+
+
+def test_only_the_image_tower_comes_with_another_tokenizer(demo_workdir):
+  image_dir = demo_workdir[0]
+  config = _from_image_workdir(image_dir)
+  tokenizer = tokenizer_lib.build_word_level(['a red circle moves left'], config.data.text_len)
+  params = _abstract_params(config, tokenizer)
+  source = warm_start.Source(config, tokenizer, params)
+  merged, lines = source.load(params, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+  image_params = checkpoint.flatten(jax.device_get(restore_lib.restore(
+      workdir_config.load(image_dir), image_dir).params))
+  copied = {p for p, value in merged.items() if isinstance(value, np.ndarray)}
+  assert copied == {p for p in image_params if p.startswith('image_encoder/')}
+  for path in copied:
+    np.testing.assert_array_equal(merged[path], image_params[path], err_msg=path)
+  assert 'the rest: kept as initialised, the tokenizers differ' in '\n'.join(lines)
+
+
+@pytest.mark.parametrize('overrides, fragment', [
+    ({'model': {'image': {'variant': 'mu/16'}}}, "image tower 'mu/8' (patch 8, "),
+    ({'model': {'image': {'depth': 2}}}, 'depth 2'),
+    ({'model': {'image': {'pool': 'gap'}}}, 'the workdir has image_encoder/cls'),
+    ({'data': {'image_size': 32}}, 'image_encoder/pos_embedding: workdir (1, 64, 32), model '
+                                   '(1, 16, 32)'),
+    ({'init': {'clip': '/some/clip'}}, 'set only one of them'),
+])
+def test_image_workdirs_that_do_not_fit_are_refused(demo_workdir, overrides, fragment):
+  config = _from_image_workdir(demo_workdir[0], **overrides)
+  tokenizer = tokenizer_lib.load_workdir(demo_workdir[0], config.data.text_len)
+  trainable = setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+  with pytest.raises(errors.UserError, match=re.escape(fragment)):
+    trainable.init_state()
+
+
+def test_a_position_embedding_named_in_reinit_is_resized(demo_workdir):
+  config = _from_image_workdir(demo_workdir[0], data={'image_size': 32},
+                               init={'reinit': ('image_encoder/pos_embedding',)})
+  tokenizer = tokenizer_lib.load_workdir(demo_workdir[0], config.data.text_len)
+  params = _abstract_params(config, tokenizer)
+  merged, lines = warm_start.Source(config, tokenizer, params).load(
+      params, mesh_lib.make_mesh(devices=jax.devices()[:1]))
+  assert merged['image_encoder/pos_embedding'].shape == (1, 16, 32)
+  assert 'resized image_encoder/pos_embedding: (1, 64, 32) -> (1, 16, 32)' in '\n'.join(lines)
+
+
+def test_a_path_that_is_not_a_trained_workdir_is_refused(demo_workdir, tmp_path):
+  tokenizer = tokenizer_lib.load_workdir(demo_workdir[0], 24)
+  config = _from_image_workdir(tmp_path)
+  params = _abstract_params(config, tokenizer)
+  with pytest.raises(errors.UserError, match='is not a trained jaxret workdir .no config.json'):
+    warm_start.Source(config, tokenizer, params)
+  shutil.copy(demo_workdir[0] / 'config.json', tmp_path / 'config.json')  # Never trained.
+  with pytest.raises(errors.UserError, match='is not a trained jaxret workdir: no checkpoints'):
+    warm_start.Source(config, tokenizer, params)
+
+
+def test_methods_benchmark_reports_the_video_towers_step_time_and_memory(tmp_path):
+  out = tmp_path / 'methods.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.methods', '--methods=video', '--runlocal',
+       '--rounds=2', f'--out={out}'],
+      cwd=REPO, env=subprocess_env(1), capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  (entry,) = json.loads(out.read_text())['methods']
+  assert entry['method'] == 'video' and 0 < entry['step_seconds_median'] <= entry[
+      'step_seconds_max']
+  assert entry['peak_bytes_per_device'] == (entry['temp_bytes_per_device']
+                                            + entry['argument_bytes_per_device'])
+  # The step's arguments hold the state and a batch of clips (float32), not of images.
+  config = load_config('video', 'runlocal')
+  clips = config.batch_size * config.data.num_frames * config.data.image_size**2 * 3 * 4
+  assert clips < entry['argument_bytes_per_device'] < 2 * clips
+  assert entry['temp_bytes_per_device'] > 0
+  assert f'{entry["peak_bytes_per_device"] / 2**20:.1f}' in result.stdout

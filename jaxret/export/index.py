@@ -1,6 +1,7 @@
 """`--mode=index`: a ScaNN index of the exported image embeddings under `DIR/index/`;
 with `index.token_dtype` set, a late-interaction model's patch tokens of the gallery
-under `DIR/tokens/` (`index/token_store.py`)."""
+under `DIR/tokens/` (`index/token_store.py`); for a video gallery, every clip's animated
+thumbnail under `DIR/thumbnails/` (`index/thumbnails.py`)."""
 
 import json
 import os
@@ -8,10 +9,12 @@ import os
 import numpy as np
 
 from jaxret import errors
+from jaxret.data import options as data_options
 from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.export import embeddings
 from jaxret.index import store
+from jaxret.index import thumbnails
 from jaxret.index import token_store
 from jaxret.inference import restore as restore_lib
 from jaxret.rerank import reranker
@@ -38,14 +41,29 @@ def build_index(config, workdir):
     manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
   if config.index.token_dtype:
     manifest['tokens'] = build_token_store(config, workdir, image_ids, split, int(step))
+  if data_options.resolve(config.data).num_frames:
+    manifest['thumbnails'] = build_thumbnails(config, workdir, image_ids, split)
   return manifest
 
 
-def _gallery_images(config, image_ids, split):
+def _gallery_rows(config, image_ids, split):
+  """(the split's records, the row of each of `image_ids` in them)."""
   records = sources.load_split(config.data, split)
   row_of = {image_id: row for row, image_id in enumerate(np.asarray(records.image_ids).tolist())}
-  rows = [row_of[image_id] for image_id in image_ids.tolist()]
+  return records, [row_of[image_id] for image_id in image_ids.tolist()]
+
+
+def _gallery_images(config, image_ids, split):
+  records, rows = _gallery_rows(config, image_ids, split)
   return records.images[rows] if rows else records.images[:0]
+
+
+def build_thumbnails(config, workdir, image_ids, split):
+  """Every clip's animated thumbnail (`DIR/thumbnails/`), decoded one clip at a time;
+  returns the store's manifest."""
+  records, rows = _gallery_rows(config, image_ids, split)
+  return thumbnails.save(thumbnails.directory(workdir), image_ids.tolist(),
+                         (records.images[row] for row in rows), split)
 
 
 def build_token_store(config, workdir, image_ids, split, step):

@@ -23,6 +23,8 @@ from jaxret.models import layers
 from jaxret.models import vit
 
 TEMPORAL = ('mean', 'transformer')
+# The video tower's own parameters, beside the frame ViT's: what an image tower lacks.
+OWN_PARAMS = ('time_embedding', 'temporal_cls', 'temporal_encoder', 'temporal_norm')
 
 
 class VideoViT(vit.ViT):

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from jaxret import errors
+from jaxret.data import options as data_options
 from jaxret.data import pipeline
 from jaxret.models import capabilities
 
@@ -120,7 +121,8 @@ class TextEncoder:
 
 
 class ImageEncoder:
-  """uint8 (N, H, W, 3) images -> (N, D) unit vectors, for adding items to a served index.
+  """uint8 (N, H, W, 3) images -> (N, D) unit vectors, for adding items to a served index
+  (refused for a video gallery: its tower takes clips).
 
   Compiled on first use (for batches of up to `batch` images), not at start:
   adding items is rare next to searching.
@@ -136,6 +138,9 @@ class ImageEncoder:
         {'params': params}, images, method=model.encode_image)[0])
 
   def embed(self, images):
+    if data_options.resolve(self.data_config).num_frames:
+      raise errors.UserError('this gallery holds video clips, and an image is not a clip: '
+                             'search with a text or an "image_id", add items by "embedding"')
     outputs = []
     for start in range(0, len(images), self.batch):
       chunk = pipeline.normalize_images(np.asarray(images[start:start + self.batch]),

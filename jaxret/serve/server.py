@@ -8,7 +8,7 @@
   POST /search                  {"queries": [TEXT, ...] or "image": BASE64 or "image_id": ID,
                                  "k": 10, "rerank": false, "budget_ms": null, "filter": {...}}
                                 -> {"results": [{"query", "ids", "fast_scores", ...}], ...}
-  GET  /image?id=ID             a gallery image as PNG
+  GET  /image?id=ID             a gallery image as PNG (a clip: an animated WebP)
   POST /items                   {"items": [{"id": ID, "embedding": [...] or "image": BASE64,
                                             "metadata": {...}}]}       (write token)
   DELETE /items                 {"ids": [ID, ...]}                        (write token)
@@ -278,19 +278,21 @@ def make_app(service, write_token=None):
     return _response(200, found)
 
   @app.get('/image', response_class=responses.Response,
-           responses={200: {'content': {'image/png': {}}}},
+           responses={200: {'content': {'image/png': {}, 'image/webp': {}}}},
            openapi_extra={'parameters': [_parameter('id', 'string', True, 'a gallery id')]})
   def image(request: fastapi.Request):
+    """A gallery image as PNG; a clip of a video gallery as an animated WebP."""
     params = _query_params(request, ('id',))
     if 'id' not in params:
       raise HttpError(400, 'missing parameter id')
     image_id = service.index.parse_id(params['id'])
-    png = None
+    picture = None
     if image_id in service.index and service.gallery is not None:
-      png = service.gallery.png(image_id)
-    if png is None:
+      picture = service.gallery.picture(image_id)
+    if picture is None:
       raise HttpError(404, f'no image for id {params["id"]!r}')
-    return responses.Response(png, media_type='image/png')
+    data, media_type = picture
+    return responses.Response(data, media_type=media_type)
 
   @app.get('/explain', responses={400: {'model': schemas.Error}, 404: {'model': schemas.Error}},
            openapi_extra={'parameters': [

@@ -28,7 +28,6 @@ import base64
 import binascii
 import dataclasses
 import io
-import os
 import threading
 import time
 from typing import Any
@@ -38,7 +37,6 @@ import numpy as np
 from PIL import Image
 
 from jaxret import errors
-from jaxret.data import sources
 from jaxret.index import store
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.serve import batcher as batcher_lib
@@ -442,8 +440,7 @@ def from_workdir(config, workdir, options=Options()):
   warmup_seconds = text_encoder.warm_up()
   store.check_model(index, text_encoder.embed_texts)
   split = index.manifest.get('split') or config.export.split
-  gallery = gallery_lib.Gallery(lambda: sources.load_split(config.data, split),
-                                os.path.join(workdir, 'gallery', 'added'))
+  gallery = gallery_lib.for_workdir(config, workdir, split)
   image_encoder = encoder_lib.ImageEncoder(restored.model, restored.params, config.data)
   tokenwise = tokenwise_lib.for_workdir(config, workdir, restored, step)
   reranker = rerank_lib.for_workdir(config, workdir)

@@ -22,6 +22,7 @@ from jaxret.train import microbatch
 from jaxret.train import optimizer as optimizer_lib
 from jaxret.train import state as state_lib
 from jaxret.train import step as step_lib
+from jaxret.train import warm_start
 
 
 def check_config(config):
@@ -54,6 +55,7 @@ class Trainable:
     check_config(config)
     self.config = config
     self.mesh = mesh
+    self.tokenizer = tokenizer
     self.model = restore_lib.build_model(config, tokenizer)
     if data_options.resolve(config.data).num_frames:
       capabilities.require(self.model, capabilities.VideoInput, 'video data (data.num_frames > 0)')
@@ -76,12 +78,18 @@ class Trainable:
 
   def init_state(self):
     """A fresh state, created directly with its shardings (never whole on one device)."""
+    # A trained workdir to start from (config.init.workdir), checked before compiling.
+    source = (warm_start.Source(self.config, self.tokenizer, self.abstract_state.params)
+              if self.config.init.workdir else None)
     state = jax.jit(self._init, out_shardings=self.state_shardings)(
         jax.random.PRNGKey(self.config.seed))
     # Pretrained weights (config.init), loaded into the fresh parameters.
     if pretrained.requested(self.config):
       state = pretrained.apply_to_state(state, self.config, self.state_shardings,
                                         self.optimizer, self.objective)
+    if source is not None:
+      state = warm_start.apply_to_state(source, state, self.state_shardings, self.optimizer,
+                                        self.objective, self.mesh)
     # Extra state that comes from elsewhere (a frozen teacher's checkpoint).
     return state.replace(extra=self.objective.load_extra(state.extra,
                                                          self.state_shardings.extra))

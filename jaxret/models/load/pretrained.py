@@ -66,6 +66,13 @@ def load(config, params):
 def apply_to_state(state, config, state_shardings, optimizer, objective, log=print):
   """`state` with pretrained parameters, and optimizer and extra state re-created from them."""
   merged, lines = load(config, state.params)
+  return replace_params(state, merged, lines, state_shardings, optimizer, objective, log)
+
+
+def replace_params(state, merged, lines, state_shardings, optimizer, objective, log=print):
+  """`state` with the parameters `merged` ({path: value}, numpy where loaded) placed with
+  their shardings, its optimizer and extra state re-created from them; process 0 logs
+  `lines` (the load's report). Shared by every way of loading weights into a fresh state."""
   if jax.process_index() == 0:
     for line in lines:
       log(line)
