@@ -76,19 +76,26 @@ class SlowScorer(buckets_lib.BucketedScorer):
 
   def _score_grid_pairs(self, params, tokens, mask, features):
     self.compilations += 1
-    queries, items = tokens.shape[0], features.shape[0]
+    items = features.shape[0]
     method = self.model.score if self.features == 'tokens' else self.model.score_keys_values
-    scores = self.model.apply({'params': params}, features.astype(jnp.float32),
-                              jnp.repeat(tokens, items, axis=0), jnp.repeat(mask, items, axis=0),
-                              jnp.tile(jnp.arange(items), queries), method=method)
-    return scores.reshape(queries, items)
+    features = features.astype(jnp.float32)
+
+    def one_query(query_tokens, query_mask):  # Against every item of the chunk.
+      return self.model.apply({'params': params}, features,
+                              jnp.broadcast_to(query_tokens, (items, *query_tokens.shape)),
+                              jnp.broadcast_to(query_mask, (items, *query_mask.shape)),
+                              method=method)
+
+    # `features` is not mapped over, so vmap leaves what depends on it alone (the keys
+    # and values of the items) computed once, shared by every query of the call.
+    return jax.vmap(one_query)(tokens, mask)
 
   def score_gallery(self, tokens, mask, features, *, query_batch=32, gallery_chunk=100):
     """h of every caption (tokens, mask: (Q, L)) against every gallery item (features:
     (N, ...), `gallery_features`): (Q, N). Exhaustive Slow at its fastest: `query_batch`
     captions meet `gallery_chunk` items per call, and each item's cross-attention keys and
-    values are projected once per call however many captions read them (`visual_index`),
-    so stored tokens cost about what stored keys and values do."""
+    values are projected once per call however many captions read them (vmap over the
+    captions only), so stored tokens cost about what stored keys and values do."""
     tokens, mask = buckets_lib.trim_length(np.asarray(tokens), np.asarray(mask),
                                            self.length_buckets)
     num_queries, num_items = len(tokens), len(features)
