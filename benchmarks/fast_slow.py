@@ -1,7 +1,8 @@
 r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the speed-up.
 
-  python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=350] \
-      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1]
+  python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
+      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=student:8:1:1,random:8:1:1] \
+      [--parts=distillation,speed]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -21,6 +22,8 @@ Evaluates:
   split; fewer at 50,000 images, see --max_slow_seconds) and the slow features'
   storage and speed (visual tokens against stored keys and values).
 
+`--parts` runs the distillation study, the speed study or both (a part's run keeps the
+other part's latest results in --out; the speed study needs only seed 0's models).
 Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 {"sizes": [{"gallery", "queries", "rows": [{"name", "k", "t2i/R@1", ...,
 "query_ms"}], ...}], "distillation": {...}}; the PNG plots R@1 against ms/query
@@ -49,9 +52,13 @@ from jaxret.inference import restore as restore_lib
 from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
 
+PARTS = ('distillation', 'speed')
+_PARTS = flags.DEFINE_list('parts', list(PARTS), 'What to measure: the distillation study, '
+                           'the speed study by gallery size, or both (each part run updates '
+                           'its own keys of --out).')
 _SIZES = flags.DEFINE_list('sizes', ['500', '5000', '50000'], 'Test gallery sizes.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds of Fast and of each distilled variant.')
-_STEPS = flags.DEFINE_integer('steps', 350, 'Training steps of Fast and the students.')
+_STEPS = flags.DEFINE_integer('steps', 200, 'Training steps of Fast and the students.')
 _SLOW_STEPS = flags.DEFINE_integer('slow_steps', 400, 'Training steps of the slow captioner.')
 _ROOT = flags.DEFINE_string('root', '/tmp/jaxret-fast-slow', 'Where the workdirs live.')
 _VARIANTS = flags.DEFINE_list(
@@ -229,7 +236,7 @@ def speed(size, student, fast, pair_seconds, slow):
 def table(results):
   lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
            '|---|---|---|---|---|---|---|---|']
-  for size in results['sizes']:
+  for size in results.get('sizes', []):
     for row in size['rows']:
       lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
                    f'{row["k"] or ""} | ' + ' | '.join(
@@ -237,10 +244,12 @@ def table(results):
                    + f' | {row["query_ms"]:.1f} |')
   lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
             '| gallery | features | bytes per image | ms/query | µs/pair |', '|---|---|---|---|---|']
-  for size in results['sizes']:
+  for size in results.get('sizes', []):
     for kind, row in size['slow_storage'].items():
       lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
                    f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
+  if 'distillation' not in results:
+    return '\n'.join(lines) + '\n'
   distill, slow = results['distillation'], results['slow']
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
             f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
@@ -301,7 +310,11 @@ def plot(results, path):
 
 def main(argv):
   del argv
-  seeds = list(range(_SEEDS.value))
+  parts = set(_PARTS.value)
+  if not parts or parts - set(PARTS):
+    raise app.UsageError(f'--parts takes {", ".join(PARTS)}')
+  # The speed study needs seed 0's models only.
+  seeds = list(range(_SEEDS.value)) if 'distillation' in parts else [0]
   variants = [parse_variant(v) for v in _VARIANTS.value]
   slow = os.path.join(_ROOT.value, 'slow')
   groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
@@ -319,28 +332,34 @@ def main(argv):
             'seed={seed}'.format(slow, fast, **variant, seed=seed),
             f'--config.total_steps={_STEPS.value}', groups)
   fast = os.path.join(_ROOT.value, 'fast-s0')
-  temperatures = [float(t) for t in _TEMPERATURES.value]
-  results = {'command': ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:]),
-             'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
-             'distillation': distillation(slow, seeds, variants),
-             'teacher_targets': [teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
-                                                 batches=2)],
-             'slow': slow_all_captions(slow) if _SLOW_ALL_CAPTIONS.value else None,
-             'sizes': []}
-  print(table(results), flush=True)
-  pair_seconds = None
-  for size in sorted(int(s) for s in _SIZES.value):
-    report = speed(size, variant_dir(variants[0], 0) if variants else fast,
-                   fast if variants else '', pair_seconds, slow)
-    slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
-    pair_seconds = slow_row['pair_us'] / 1e6
-    results['sizes'].append(report)
-    print(fast_slow_eval.table(report), flush=True)
   out = _OUT.value
+  # A run of one part keeps the other part's latest results.
+  results = files.read_json(out, 'unreadable') if os.path.exists(out) else {}
+  results.update(steps={'fast': _STEPS.value, 'slow': _SLOW_STEPS.value})
+  command = ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:])
+  if 'distillation' in parts:
+    temperatures = [float(t) for t in _TEMPERATURES.value]
+    results.update(
+        distillation_command=command, distillation=distillation(slow, seeds, variants),
+        teacher_targets=[teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
+                                         batches=2)],
+        slow=slow_all_captions(slow) if _SLOW_ALL_CAPTIONS.value else None)
+  if 'speed' in parts:
+    results.update(speed_command=command, sizes=[])
+    pair_seconds = None
+    for size in sorted(int(s) for s in _SIZES.value):
+      report = speed(size, variant_dir(variants[0], 0) if variants else fast,
+                     fast if variants else '', pair_seconds, slow)
+      slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
+      pair_seconds = slow_row['pair_us'] / 1e6
+      results['sizes'].append(report)
+      print(fast_slow_eval.table(report), flush=True)
+      files.write_json(out, results, indent=2)  # Each size as soon as it is measured.
   files.write_json(out, results, indent=2)
   with files.atomic_file(out[:-len('.json')] + '.md') as f:
     f.write(table(results))
-  plot(results, out[:-len('.json')] + '.png')
+  if results.get('sizes'):
+    plot(results, out[:-len('.json')] + '.png')
   print(table(results))
 
 
