@@ -332,35 +332,40 @@ def main(argv):
             'seed={seed}'.format(slow, fast, **variant, seed=seed),
             f'--config.total_steps={_STEPS.value}', groups)
   fast = os.path.join(_ROOT.value, 'fast-s0')
-  out = _OUT.value
-  # A run of one part keeps the other part's latest results.
-  results = files.read_json(out, 'unreadable') if os.path.exists(out) else {}
-  results.update(steps={'fast': _STEPS.value, 'slow': _SLOW_STEPS.value})
   command = ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:])
   if 'distillation' in parts:
     temperatures = [float(t) for t in _TEMPERATURES.value]
-    results.update(
-        distillation_command=command, distillation=distillation(slow, seeds, variants),
-        teacher_targets=[teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
-                                         batches=2)],
-        slow=slow_all_captions(slow) if _SLOW_ALL_CAPTIONS.value else None)
+    save({'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
+          'distillation_command': command,
+          'distillation': distillation(slow, seeds, variants),
+          'teacher_targets': [teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
+                                              batches=2)],
+          'slow': slow_all_captions(slow) if _SLOW_ALL_CAPTIONS.value else None})
   if 'speed' in parts:
-    results.update(speed_command=command, sizes=[])
     pair_seconds = None
     for size in sorted(int(s) for s in _SIZES.value):
       report = speed(size, variant_dir(variants[0], 0) if variants else fast,
                      fast if variants else '', pair_seconds, slow)
       slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
       pair_seconds = slow_row['pair_us'] / 1e6
-      results['sizes'].append(report)
       print(fast_slow_eval.table(report), flush=True)
-      files.write_json(out, results, indent=2)  # Each size as soon as it is measured.
+      save({'sizes': [{**report, 'command': command}]})  # Each size once it is measured.
+
+
+def save(part):
+  """Merges `part` into --out (re-read now: another part's run may have written it since
+  this one started; a size replaces the same size and keeps the others), then rewrites
+  the table and the plot."""
+  out = _OUT.value
+  results = files.read_json(out, f'{out} is unreadable') if os.path.exists(out) else {}
+  by_size = {size['gallery']: size for size in results.get('sizes', []) + part.pop('sizes', [])}
+  results.update(part, **({'sizes': [by_size[n] for n in sorted(by_size)]} if by_size else {}))
   files.write_json(out, results, indent=2)
   with files.atomic_file(out[:-len('.json')] + '.md') as f:
     f.write(table(results))
   if results.get('sizes'):
     plot(results, out[:-len('.json')] + '.png')
-  print(table(results))
+  print(table(results), flush=True)
 
 
 if __name__ == '__main__':
