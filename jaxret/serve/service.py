@@ -229,8 +229,8 @@ class SearchService:
     if target == 'images':
       return
     if self.texts is None:
-      raise errors.UserError('texts are not indexed in this workdir: build the index with '
-                             '--config.index.texts=True (--mode=index) to search captions')
+      raise errors.UserError('texts are not indexed in this workdir: run --mode=index, then '
+                             '--mode=serve, with --config.index.texts=True to search captions')
     if not image_query:
       raise errors.UserError('target "texts" searches the indexed captions with an image '
                              'query ("image" or "image_id"); text queries search images')
