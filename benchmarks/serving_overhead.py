@@ -12,7 +12,9 @@ answer building and JSON. Two measurements, one request at a time:
     parsing), `POST /search` and `GET /search`; the median time per request.
   loopback: uvicorn on a loopback port and one keep-alive `http.client`
     connection in the same process; the median latency of `GET /search` and
-    `POST /search`.
+    `POST /search`; with --old-server-commit, the same for the hand-written
+    `http.server` that FastAPI replaced (its `server.py` from git history, serving
+    this checkout's service), in the same worker.
 
 Each --rounds round runs one worker process per code version (this checkout,
 and `--before`, a commit whose `jaxret/` is taken from git history into a
@@ -24,6 +26,8 @@ figure is the median over the rounds, with every round's value kept.
 import argparse
 import asyncio
 import cProfile
+import http.client
+import importlib.util
 import io
 import json
 import os
@@ -34,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import http.client
 
 import numpy as np
 
@@ -134,6 +137,41 @@ def _loopback_times(url_host, port, requests):
   return times
 
 
+def _old_server(commit, folder):
+  """The `jaxret/serve/server.py` of `commit` as a module."""
+  source = subprocess.run(['git', 'show', f'{commit}:jaxret/serve/server.py'], cwd=REPO,
+                          check=True, capture_output=True, text=True).stdout
+  path = os.path.join(folder, 'old_server.py')
+  with open(path, 'w') as f:
+    f.write(source)
+  spec = importlib.util.spec_from_file_location('old_server', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _loopback(make_server, service, requests, prefix):
+  """{prefix + request name + '_us': median loopback latency} for a server's `make_server`."""
+  server = make_server(service, '127.0.0.1', 0)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  found = {}
+  try:
+    host, port = server.server_address[:2]
+    for _ in range(100):  # uvicorn starts in its thread.
+      try:
+        _loopback_times(host, port, requests['get_search'][:20])
+        break
+      except ConnectionError:
+        time.sleep(0.05)
+    for name, batch in requests.items():
+      found[f'{prefix}{name}_us'] = 1e6 * float(np.median(_loopback_times(host, port, batch)))
+  finally:
+    server.shutdown()
+    server.server_close()
+  return found
+
+
 def worker(args):
   """Measures this process's jaxret; prints one JSON line of medians in microseconds."""
   from jaxret.serve import server as server_lib  # pylint: disable=import-outside-toplevel
@@ -159,23 +197,10 @@ def worker(args):
         found[f'asgi_{name}_us'] = 1e6 * float(np.median(loop.run_until_complete(
             _asgi_times(app, batch))))
       loop.close()
-      server = server_lib.make_server(service, '127.0.0.1', 0)
-      thread = threading.Thread(target=server.serve_forever, daemon=True)
-      thread.start()
-      try:
-        host, port = server.server_address[:2]
-        for _ in range(100):  # uvicorn starts in its thread.
-          try:
-            _loopback_times(host, port, requests['get_search'][:20])
-            break
-          except ConnectionError:
-            time.sleep(0.05)
-        for name, batch in requests.items():
-          found[f'loopback_{name}_us'] = 1e6 * float(np.median(
-              _loopback_times(host, port, batch)))
-      finally:
-        server.shutdown()
-        server.server_close()
+      found.update(_loopback(server_lib.make_server, service, requests, 'loopback_'))
+      if args.old_server_commit:
+        old = _old_server(args.old_server_commit, folder)
+        found.update(_loopback(old.make_server, service, requests, 'http_server_loopback_'))
     finally:
       service.close()
   print(json.dumps(found))
@@ -189,10 +214,11 @@ def _checkout(commit, folder):
   return folder
 
 
-def _run_worker(code, args):
+def _run_worker(code, args, old_server_commit=''):
   env = dict(os.environ, PYTHONPATH=code, JAX_PLATFORMS='cpu')
   command = [sys.executable, os.path.abspath(__file__), '--worker', f'--num={args.num}',
-             f'--dim={args.dim}', f'--requests={args.requests}']
+             f'--dim={args.dim}', f'--requests={args.requests}',
+             f'--old-server-commit={old_server_commit}']
   result = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True,
                           check=False)
   if result.returncode:
@@ -208,6 +234,8 @@ def main():
   parser.add_argument('--dim', type=int, default=64)
   parser.add_argument('--requests', type=int, default=300, help='per measurement')
   parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--old-server-commit', default='8503893',
+                      help='the last commit with the http.server layer ("": not measured)')
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--profile', action='store_true')
   args = parser.parse_args()
@@ -223,7 +251,9 @@ def main():
     load_start = os.getloadavg()
     for round_number in range(args.rounds):
       for name, code in codes.items():
-        rounds[name].append(_run_worker(code, args))
+        # The old http.server is measured once a round, beside this checkout's server.
+        old = args.old_server_commit if name == 'after' else ''
+        rounds[name].append(_run_worker(code, args, old))
         print(f'round {round_number + 1} {name}: {rounds[name][-1]}', flush=True)
   summary = {name: {figure: {'median': float(np.median([r[figure] for r in found])),
                              'per_round': [r[figure] for r in found]}
@@ -235,13 +265,14 @@ def main():
                         'load_average_at_end': os.getloadavg()},
             'gallery': {'num_items': args.num, 'dim': args.dim, 'method': 'brute_force'},
             'k': K, 'requests_per_measurement': args.requests, 'rounds': args.rounds,
-            'after_commit': commit, 'before_commit': args.before or None, 'results': summary}
+            'after_commit': commit, 'before_commit': args.before or None,
+            'old_server_commit': args.old_server_commit or None, 'results': summary}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(result, f, indent=2)
   for figure in summary['after']:
     line = f'{figure}: after {summary["after"][figure]["median"]:.0f}'
-    if 'before' in summary:
+    if figure in summary.get('before', {}):
       line += f', before {summary["before"][figure]["median"]:.0f}'
     print(line)
 
