@@ -21,7 +21,8 @@ all threads (`..._cpu_us`: less swayed by other jobs on a shared machine):
 Each --rounds round runs one worker process per code version (this checkout,
 and `--before`, a commit whose `jaxret/` is taken from git history into a
 temporary folder), alternating them, so both see the same machine load; a
-figure is the median over the rounds, with every round's value kept.
+figure is the median over the rounds, with every round's value kept, and
+`after_over_before` the median over rounds of each round's ratio.
 `--profile` prints cProfile's top functions of `POST /search` instead.
 """
 
@@ -265,6 +266,12 @@ def main():
   summary = {name: {figure: {'median': float(np.median([r[figure] for r in found])),
                              'per_round': [r[figure] for r in found]}
                     for figure in found[0]} for name, found in rounds.items()}
+  if 'before' in rounds:  # Round by round, so that a round's load cancels out.
+    summary['after_over_before'] = {
+        figure: {'median': float(np.median(ratios)), 'per_round': ratios}
+        for figure in rounds['before'][0]
+        for ratios in [[a[figure] / b[figure] for a, b in zip(rounds['after'],
+                                                               rounds['before'])]]}
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, check=True,
                           capture_output=True, text=True).stdout.strip()
   result = {'machine': {'cpus': os.cpu_count(), 'platform': platform.platform(),
@@ -280,7 +287,8 @@ def main():
   for figure in summary['after']:
     line = f'{figure}: after {summary["after"][figure]["median"]:.0f}'
     if figure in summary.get('before', {}):
-      line += f', before {summary["before"][figure]["median"]:.0f}'
+      line += (f', before {summary["before"][figure]["median"]:.0f}; after/before paired by '
+               f'round {summary["after_over_before"][figure]["median"]:.2f}')
     print(line)
 
 

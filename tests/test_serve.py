@@ -10,6 +10,7 @@ import concurrent.futures
 import http.client
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -431,8 +432,16 @@ def test_openapi_schema(served):
   post = schema['paths']['/search']['post']['requestBody']['content']['application/json']
   assert post['schema']['$ref'] == '#/components/schemas/SearchRequest'
   fields = schema['components']['schemas']['SearchRequest']['properties']
-  assert {'queries', 'image', 'image_id', 'k', 'rerank', 'budget_ms', 'filter'} <= set(fields)
+  assert {'queries', 'image', 'image_id', 'k', 'rerank', 'budget_ms', 'filter',
+          'target'} <= set(fields)
+  assert fields['target']['enum'] == ['images', 'texts']
   assert 'Item' in schema['components']['schemas']
+  get = schema['paths']['/search']['get']
+  assert [p['name'] for p in get['parameters']] == ['q', 'k', 'rerank', 'budget_ms']
+  answer = get['responses']['200']['content']['application/json']['schema']['$ref']
+  assert answer == '#/components/schemas/SingleSearchResponse'
+  referenced = set(re.findall(r'#/components/schemas/(\w+)', json.dumps(schema)))
+  assert referenced <= set(schema['components']['schemas'])  # Every reference resolves.
 
 
 def test_oversized_or_lengthless_bodies_are_refused(served):

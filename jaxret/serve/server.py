@@ -40,7 +40,7 @@ import orjson
 from fastapi import concurrency
 from fastapi import exceptions as fastapi_exceptions
 from fastapi import responses
-from fastapi import routing
+from starlette import routing
 from fastapi.openapi import utils as openapi_utils
 import pydantic
 from starlette import exceptions as starlette_exceptions
@@ -110,6 +110,12 @@ def _float(value, name):
 def _parameter(name, kind, required, description):
   return {'name': name, 'in': 'query', 'required': required, 'description': description,
           'schema': {'type': kind}}
+
+
+def _json_content(description, model):
+  """An OpenAPI response of JSON in the shape of `model`."""
+  return {'description': description, 'content': {'application/json': {
+      'schema': {'$ref': f'#/components/schemas/{model.__name__}'}}}}
 
 
 def image_url(image_id):
@@ -203,7 +209,7 @@ def make_app(service, write_token=None):
     if error.status_code == 404:
       return _error(404, f'no such path {request.url.path!r}; the API is {ROUTES}')
     if error.status_code == 405:
-      allowed = sorted({method for route in app.routes if isinstance(route, routing.APIRoute)
+      allowed = sorted({method for route in app.routes if isinstance(route, routing.Route)
                         and route.path == request.url.path for method in route.methods})
       return _error(405, f'{request.method} is not allowed on {request.url.path}; use '
                     f'{" or ".join(allowed)}')
@@ -252,13 +258,21 @@ def make_app(service, write_token=None):
   async def healthz():
     return _response(200, {**service.health(), 'writes_enabled': write_token is not None})
 
-  @app.get('/search', response_model=schemas.SingleSearchResponse,
-           responses={400: {'model': schemas.Error}}, openapi_extra={'parameters': [
-               _parameter('q', 'string', True, 'the query text'),
-               _parameter('k', 'integer', False, 'results (default 10)'),
-               _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
-               _parameter('budget_ms', 'number', False, 're-ranking latency budget')]})
-  async def search_get(request: fastapi.Request):
+  # The search routes, the hot path, are Starlette routes: FastAPI's dependency solving
+  # (which parses the query string and cookies again) costs about 60 us of CPU a request
+  # here (benchmarks/serving_overhead.py). `openapi` describes them from the same models.
+  search_operations = {
+      'get': ('One text query', schemas.SingleSearchResponse, [
+          _parameter('q', 'string', True, 'the query text'),
+          _parameter('k', 'integer', False, 'results (default 10)'),
+          _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
+          _parameter('budget_ms', 'number', False, 're-ranking latency budget')]),
+      'post': ('Texts, or one image query (base64 or a gallery id), against images or '
+               'indexed captions', schemas.SearchResponse, []),
+  }
+  request_models[('/search', 'post')] = schemas.SearchRequest
+
+  async def search_get(request):
     """One text query."""
     params = _query_params(request, SEARCH_PARAMS)
     if 'q' not in params:
@@ -272,9 +286,7 @@ def make_app(service, write_token=None):
     result = with_urls(found.pop('results')[0])
     return _response(200, {**result, **found})
 
-  @app.post('/search', response_model=schemas.SearchResponse,
-            **body_of('/search', 'post', schemas.SearchRequest))
-  async def search_post(request: fastapi.Request):
+  async def search_post(request):
     _query_params(request, ())
     body, raw = _parse(await request.body(), schemas.SearchRequest)
     if body.queries is None and body.image is None and body.image_id is None:
@@ -286,6 +298,9 @@ def make_app(service, write_token=None):
                              body.image, body.image_id, body.target)
     found['results'] = [with_urls(result) for result in found['results']]
     return _response(200, found)
+
+  app.router.add_route('/search', search_get, methods=['GET'])
+  app.router.add_route('/search', search_post, methods=['POST'])
 
   @app.get('/image', response_class=responses.Response,
            responses={200: {'content': {'image/png': {}}}},
@@ -336,12 +351,19 @@ def make_app(service, write_token=None):
     return _response(200, await concurrency.run_in_threadpool(service.delete_items, body.ids))
 
   def openapi():
-    """FastAPI's schema, with the request bodies this module parses itself."""
+    """FastAPI's schema, with the request bodies this module parses itself and the search
+    routes."""
     if app.openapi_schema is None:
       schema = openapi_utils.get_openapi(title=app.title, version=app.version,
                                          description=app.description, routes=app.routes)
       components = schema.setdefault('components', {}).setdefault('schemas', {})
-      for model in (*request_models.values(), schemas.Item):
+      for method, (summary, response, parameters) in search_operations.items():
+        schema['paths'].setdefault('/search', {})[method] = {
+            'summary': summary, 'operationId': f'search_{method}', 'parameters': parameters,
+            'responses': {'200': _json_content('Successful Response', response),
+                          '400': _json_content('Bad input, one line', schemas.Error)}}
+      response_models = [operation[1] for operation in search_operations.values()]
+      for model in (*request_models.values(), schemas.Item, *response_models, schemas.Error):
         found = model.model_json_schema(ref_template='#/components/schemas/{model}')
         components.update(found.pop('$defs', {}))
         components[model.__name__] = found
