@@ -11,7 +11,8 @@ median wall-clock latency (`..._us`) and as the process's CPU time per request,
 all threads (`..._cpu_us`: less swayed by other jobs on a shared machine):
 
   asgi: the FastAPI app called directly with an ASGI scope (no socket, no HTTP
-    parsing), `POST /search` and `GET /search`; the median time per request.
+    parsing), `POST /search` and `GET /search`; the median time per request;
+    and --large requests of the largest answer, 256 queries with k = 1000.
   loopback: uvicorn on a loopback port and one keep-alive `http.client`
     connection in the same process; the median latency of `GET /search` and
     `POST /search`; with --old-server-commit, the same for the hand-written
@@ -199,7 +200,9 @@ def worker(args):
         print(out.getvalue())
         return
       found = {}
-      for name, batch in requests.items():
+      large = [('POST', '/search', b'', json.dumps({
+          'queries': [f'q{i}' for i in range(256)], 'k': 1000}).encode())] * args.large
+      for name, batch in {**requests, 'post_search_256x1000': large}.items():
         cpu = time.process_time()
         times = loop.run_until_complete(_asgi_times(app, batch))
         found[f'asgi_{name}_cpu_us'] = 1e6 * (time.process_time() - cpu) / len(batch)
@@ -225,7 +228,7 @@ def _checkout(commit, folder):
 def _run_worker(code, args, old_server_commit=''):
   env = dict(os.environ, PYTHONPATH=code, JAX_PLATFORMS='cpu')
   command = [sys.executable, os.path.abspath(__file__), '--worker', f'--num={args.num}',
-             f'--dim={args.dim}', f'--requests={args.requests}',
+             f'--dim={args.dim}', f'--requests={args.requests}', f'--large={args.large}',
              f'--old-server-commit={old_server_commit}']
   result = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True,
                           check=False)
@@ -241,6 +244,7 @@ def main():
   parser.add_argument('--num', type=int, default=2000)
   parser.add_argument('--dim', type=int, default=64)
   parser.add_argument('--requests', type=int, default=300, help='per measurement')
+  parser.add_argument('--large', type=int, default=5, help='requests of 256 queries, k=1000')
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--old-server-commit', default='8503893',
                       help='the last commit with the http.server layer ("": not measured)')
