@@ -21,7 +21,8 @@ all threads (`..._cpu_us`: less swayed by other jobs on a shared machine):
 
 Each --rounds round runs one worker process per code version (this checkout,
 and `--before`, a commit whose `jaxret/` is taken from git history into a
-temporary folder), alternating them, so both see the same machine load; a
+temporary folder), alternating them (and the order every other round; so too
+the two servers within a worker), so both see the same machine load; a
 figure is the median over the rounds, with every round's value kept, and
 `after_over_before` the median over rounds of each round's ratio.
 `--profile` prints cProfile's top functions of `POST /search` instead.
@@ -208,10 +209,12 @@ def worker(args):
         found[f'asgi_{name}_cpu_us'] = 1e6 * (time.process_time() - cpu) / len(batch)
         found[f'asgi_{name}_us'] = 1e6 * float(np.median(times))
       loop.close()
-      found.update(_loopback(server_lib.make_server, service, requests, 'loopback_'))
+      servers = [(server_lib.make_server, 'loopback_')]
       if args.old_server_commit:
-        old = _old_server(args.old_server_commit, folder)
-        found.update(_loopback(old.make_server, service, requests, 'http_server_loopback_'))
+        old = _old_server(args.old_server_commit, folder).make_server
+        servers.insert(0 if args.old_first else 1, (old, 'http_server_loopback_'))
+      for make_server, prefix in servers:
+        found.update(_loopback(make_server, service, requests, prefix))
     finally:
       service.close()
   print(json.dumps(found))
@@ -225,11 +228,11 @@ def _checkout(commit, folder):
   return folder
 
 
-def _run_worker(code, args, old_server_commit=''):
+def _run_worker(code, args, old_server_commit='', old_first=False):
   env = dict(os.environ, PYTHONPATH=code, JAX_PLATFORMS='cpu')
   command = [sys.executable, os.path.abspath(__file__), '--worker', f'--num={args.num}',
              f'--dim={args.dim}', f'--requests={args.requests}', f'--large={args.large}',
-             f'--old-server-commit={old_server_commit}']
+             f'--old-server-commit={old_server_commit}'] + ['--old-first'] * old_first
   result = subprocess.run(command, env=env, cwd=code, capture_output=True, text=True,
                           check=False)
   if result.returncode:
@@ -249,6 +252,7 @@ def main():
   parser.add_argument('--old-server-commit', default='8503893',
                       help='the last commit with the http.server layer ("": not measured)')
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--old-first', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--profile', action='store_true')
   args = parser.parse_args()
   if args.worker or args.profile:
@@ -262,10 +266,12 @@ def main():
     rounds = {name: [] for name in codes}
     load_start = os.getloadavg()
     for round_number in range(args.rounds):
-      for name, code in codes.items():
+      # Every other round the other order, so that neither gains by going first.
+      order = list(codes.items())[::-1 if round_number % 2 else 1]
+      for name, code in order:
         # The old http.server is measured once a round, beside this checkout's server.
         old = args.old_server_commit if name == 'after' else ''
-        rounds[name].append(_run_worker(code, args, old))
+        rounds[name].append(_run_worker(code, args, old, old_first=round_number % 2 == 1))
         print(f'round {round_number + 1} {name}: {rounds[name][-1]}', flush=True)
   summary = {name: {figure: {'median': float(np.median([r[figure] for r in found])),
                              'per_round': [r[figure] for r in found]}
