@@ -255,6 +255,8 @@ def main():
   parser.add_argument('--old-first', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--profile', action='store_true')
   args = parser.parse_args()
+  if args.large and args.num < 1000:
+    parser.error('--large asks for k=1000: use --num=1000 or more (or --large=0)')
   if args.worker or args.profile:
     sys.path.insert(0, os.getcwd())
     worker(args)

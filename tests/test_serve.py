@@ -762,6 +762,19 @@ def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
   assert section['index']['build_params']['method'] == 'brute_force'
 
 
+def test_overhead_benchmark_runs(tmp_path):
+  out = tmp_path / 'overhead.json'
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/serving_overhead.py', '--num=1000', '--dim=8', '--rounds=1',
+       '--requests=5', '--large=1', '--old-server-commit=', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(out.read_text())['results']['after']
+  assert {'asgi_post_search_us', 'asgi_get_search_us', 'asgi_post_search_256x1000_us',
+          'loopback_post_search_us', 'loopback_get_search_cpu_us'} <= set(figures)
+  assert all(figure['median'] > 0 for figure in figures.values())
+
+
 def test_web_page_shows_the_fast_and_reranked_orders(tmp_path):
   # pylint: disable=import-outside-toplevel
   from selenium.webdriver.common.by import By
