@@ -123,6 +123,10 @@ def get_config(arg=None):
   config.index.reorder = 0
   config.index.dims_per_block = 2
   config.index.anisotropic_threshold = 0.2
+  # The export's captions as a second gallery (DIR/texts/), for image→text search
+  # (POST /search with an image query and "target": "texts"); it keeps their
+  # float32 embeddings, as the image index does: captions x embed_dim x 4 bytes.
+  config.index.texts = True
   # A late-interaction model's (configs/filip.py) patch tokens of the gallery,
   # stored by --mode=index for token-wise serving: '' (none), float32, bfloat16
   # or int8 (one float32 scale per token); the pooled index's shortlist that

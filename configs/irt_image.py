@@ -50,4 +50,5 @@ def get_config(arg=None):
   config.loss.data = config.data
   config.eval.task = 'image_image'
   config.eval.views = 2  # Renderings of each scene in the evaluation gallery.
+  config.index.texts = False  # The text tower is untrained: no captions to search.
   return config

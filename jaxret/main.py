@@ -113,6 +113,9 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
     manifest = index_lib.build_index(config, workdir)
     print(f'indexed {manifest["num_items"]} images ({manifest["build_params"]["method"]}, '
           f'{manifest["build_seconds"]:.2f}s) in {workdir}/index')
+    if 'texts' in manifest:
+      print(f'indexed {manifest["texts"]["num_texts"]} captions '
+            f'({manifest["texts"]["build_params"]["method"]}) in {workdir}/texts')
     if 'tokens' in manifest:
       tokens = manifest['tokens']
       print(f'stored {tokens["num_items"]} images\' patch tokens ({tokens["dtype"]}, '

@@ -1,4 +1,5 @@
-"""ScaNN index: agreement with exact top-K, moving the folder, and refusing damage."""
+"""ScaNN index: agreement with exact top-K, moving the folder, and refusing damage; the
+indexed captions (`index/text_store.py`)."""
 
 import shutil
 
@@ -9,6 +10,7 @@ import pytest
 from jaxret import errors
 from jaxret.index import exact
 from jaxret.index import store
+from jaxret.index import text_store
 
 
 def _config(method):
@@ -79,6 +81,40 @@ def test_damaged_or_mismatched_index_is_refused(tmp_path):
   (out / 'manifest.json').write_text('{not json')
   with pytest.raises(errors.UserError, match='unreadable'):
     store.load(str(out))
+
+
+def test_indexed_captions_search_exactly_and_refuse_damage(tmp_path):
+  captions, queries = _gallery(n=1500)  # Above brute_force_below=1000: a ScaNN tree.
+  texts = np.array([f'caption {i}' for i in range(1500)])
+  image_ids = np.arange(1500) // 5 + 100
+  out = tmp_path / 'a' / 'texts'
+  config = _config('auto')
+  config.brute_force_below = 1000
+  manifest = text_store.build(texts, image_ids, captions, step=3, index_config=config,
+                              out_dir=str(out), split='test')
+  assert manifest['num_texts'] == 1500 and manifest['build_params']['method'] == 'tree_ah'
+  shutil.move(str(tmp_path / 'a'), str(tmp_path / 'b'))  # A moved workdir still serves.
+  out = tmp_path / 'b' / 'texts'
+  found = text_store.load(str(out), expected_step=3, expected_dim=32)
+  caption_ids, scores = found.search(queries, 10)
+  rows, _ = exact.top_k(queries, captions, 10)
+  assert np.mean([len(set(f) & set(r)) / 10 for f, r in zip(caption_ids, rows)]) >= 0.95
+  np.testing.assert_allclose(scores, np.take_along_axis(queries @ captions.T, caption_ids, 1),
+                             atol=1e-4)
+  assert found.captions(caption_ids[0][:2]) == (texts[caption_ids[0][:2]].tolist(),
+                                                image_ids[caption_ids[0][:2]].tolist())
+  with pytest.raises(errors.UserError, match='from step 3, the images from step 4'):
+    text_store.load(str(out), expected_step=4)
+  with pytest.raises(errors.UserError, match='64-d'):
+    text_store.load(str(out), expected_step=3, expected_dim=64)
+  np.save(out / 'texts.npy', texts[::-1])
+  with pytest.raises(errors.UserError, match='captions .* are damaged'):
+    text_store.load(str(out), expected_step=3)
+  with pytest.raises(errors.UserError, match='index.texts=True'):
+    text_store.load(str(tmp_path / 'none'), expected_step=3)
+  with pytest.raises(errors.UserError, match='export with captions'):
+    text_store.build(texts[:0], image_ids[:0], captions[:0], step=3, index_config=config,
+                     out_dir=str(tmp_path / 'empty'))
 
 
 def _exact_ids(queries, vectors_by_id, k):

@@ -10,6 +10,7 @@ import concurrent.futures
 import http.client
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -286,6 +287,15 @@ LONG = ' '.join(['red'] * 40)
     ('POST', '/search', {'image_id': 31337}, 400, 'not in the gallery'),
     ('POST', '/search', {'image_id': 3, 'queries': ['a']}, 400, 'not both'),
     ('POST', '/search', {'queries': ['a'], 'budget_ms': 5}, 400, 'applies to re-ranking'),
+    ('POST', '/search', {'image_id': 3, 'target': 'pictures'}, 400, 'unknown target'),
+    ('POST', '/search', {'image_id': 3, 'target': 3}, 400, 'unknown target'),
+    ('POST', '/search', {'queries': ['a'], 'target': 'texts'}, 400, 'text queries search images'),
+    ('POST', '/search', {'image_id': 3, 'target': 'texts', 'filter': {'layout': 'x'}}, 400,
+     'takes none'),
+    ('POST', '/search', {'image_id': 3, 'target': 'texts', 'k': 321}, 400,
+     'the gallery has 320 captions'),
+    ('POST', '/search', {'image_id': 3, 'target': 'texts', 'rerank': True}, 400,
+     'cannot be re-ranked'),
     ('GET', '/nowhere', None, 404, 'no such path'),
     ('PUT', '/search', None, 405, 'not allowed'),
     ('DELETE', '/search', None, 405, 'not allowed'),
@@ -349,6 +359,47 @@ def test_image_queries(served):
                              atol=1e-3)
 
 
+def test_image_to_text_search(served):
+  """An image query with target texts finds the indexed captions: exactly the NumPy top-k
+  over the stored caption embeddings (the 64-image index and its 320 captions are brute
+  force), each with the image it describes. (The fixture's 4-step model is too little
+  trained for an image's own captions to rank high, so exactness is what is checked.)"""
+  client, workdir, arrays = served
+  stored = np.load(workdir / 'texts' / 'vectors.npy')
+  np.testing.assert_array_equal(stored, arrays['text_emb'])
+  health = client.get('/healthz')[1]
+  assert health['texts'] == len(arrays['texts']) == 320
+  row = 3
+  image_id = int(arrays['image_ids'][row])
+  k = 100  # More than the 64 images: k is bounded by the captions.
+  status, body = client.json('POST', '/search', {'image_id': image_id, 'target': 'texts',
+                                                 'k': k})
+  assert status == 200, body
+  assert body['target'] == 'texts' and body['k'] == k
+  hit = body['results'][0]
+  exact = stored @ arrays['image_emb'][row]
+  order = np.argsort(-exact, kind='stable')
+  np.testing.assert_allclose(hit['fast_scores'], exact[order[:k]], atol=1e-4)
+  # The same captions up to exact ties (the built-in data repeats some captions).
+  np.testing.assert_allclose(exact[hit['ids']], hit['fast_scores'], atol=1e-4)
+  assert len(set(hit['ids'])) == k
+  assert hit['texts'] == arrays['texts'][hit['ids']].tolist()
+  assert hit['image_ids'] == arrays['text_image_ids'][hit['ids']].tolist()
+  assert hit['image_urls'] == [f'/image?id={i}' for i in hit['image_ids']]
+  png = client.request('GET', f'/image?id={image_id}')[2]
+  status, uploaded = client.json('POST', '/search', {'image': base64.b64encode(png).decode(),
+                                                     'target': 'texts', 'k': 5})
+  assert status == 200, uploaded
+  np.testing.assert_allclose(uploaded['results'][0]['fast_scores'], hit['fast_scores'][:5],
+                             atol=2e-3)
+  # Text queries still search images, with or without the explicit target.
+  text = str(arrays['texts'][7])
+  plain = client.json('POST', '/search', {'queries': [text], 'k': 3})[1]
+  explicit = client.json('POST', '/search', {'queries': [text], 'k': 3, 'target': 'images'})[1]
+  assert plain['target'] == 'images' and plain['results'] == explicit['results']
+  assert plain['results'][0]['ids'] == _exact_top_k(arrays, text, 3)[0]
+
+
 def test_writes_need_the_token(served):
   client, workdir, _ = served
   manifest = (workdir / 'index' / 'manifest.json').read_bytes()
@@ -381,8 +432,16 @@ def test_openapi_schema(served):
   post = schema['paths']['/search']['post']['requestBody']['content']['application/json']
   assert post['schema']['$ref'] == '#/components/schemas/SearchRequest'
   fields = schema['components']['schemas']['SearchRequest']['properties']
-  assert {'queries', 'image', 'image_id', 'k', 'rerank', 'budget_ms', 'filter'} <= set(fields)
+  assert {'queries', 'image', 'image_id', 'k', 'rerank', 'budget_ms', 'filter',
+          'target'} <= set(fields)
+  assert fields['target']['enum'] == ['images', 'texts']
   assert 'Item' in schema['components']['schemas']
+  get = schema['paths']['/search']['get']
+  assert [p['name'] for p in get['parameters']] == ['q', 'k', 'rerank', 'budget_ms']
+  answer = get['responses']['200']['content']['application/json']['schema']['$ref']
+  assert answer == '#/components/schemas/SingleSearchResponse'
+  referenced = set(re.findall(r'#/components/schemas/(\w+)', json.dumps(schema)))
+  assert referenced <= set(schema['components']['schemas'])  # Every reference resolves.
 
 
 def test_oversized_or_lengthless_bodies_are_refused(served):
@@ -499,6 +558,7 @@ def test_web_page_in_a_browser(served, tmp_path):
   from selenium.common.exceptions import StaleElementReferenceException
   from selenium.webdriver.common.by import By
   from selenium.webdriver.support import expected_conditions
+  from selenium.webdriver.support.ui import Select
   from selenium.webdriver.support.ui import WebDriverWait
   client, _, arrays = served
   browser = _chrome(tmp_path)
@@ -530,16 +590,27 @@ def test_web_page_in_a_browser(served, tmp_path):
     # A dropped image is the query: a gallery image's own PNG finds it first.
     image_id = int(arrays['image_ids'][3])
     png = client.request('GET', f'/image?id={image_id}')[2]
-    browser.execute_script("""
+    drop_script = """
         const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'query.png', {type: 'image/png'}));
         document.getElementById('drop').dispatchEvent(
             new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
-        """, base64.b64encode(png).decode())
+        """
+    browser.execute_script(drop_script, base64.b64encode(png).decode())
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'img.hit-image')[0].get_attribute(
         'alt') == f'image {image_id}')
     assert browser.find_element(By.ID, 'error').text == ''
+    # The same image finds captions too: each shown under the image it describes.
+    Select(browser.find_element(By.ID, 'target')).select_by_value('texts')
+    browser.execute_script(drop_script, base64.b64encode(png).decode())
+    top = client.json('POST', '/search', {'image': base64.b64encode(png).decode(),
+                                          'target': 'texts', 'k': 1})[1]['results'][0]
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'figure.hit figcaption')[0].text
+               .startswith(f'1. {top["texts"][0]} · '))
+    assert browser.find_elements(By.CSS_SELECTOR, 'img.hit-image')[0].get_attribute(
+        'alt') == f'image {top["image_ids"][0]}'
+    Select(browser.find_element(By.ID, 'target')).select_by_value('images')
     # A filter narrows the results; a malformed one shows the server's one-line refusal.
     filter_box = browser.find_element(By.ID, 'filter')
     filter_box.send_keys('{"objects": {"gte": 9}}')
@@ -663,6 +734,11 @@ def test_rerank_hook_reorders_and_reports_slow_scores(tmp_path):
                                {'Authorization': 'Bearer anything-at-all-123'})
     assert status == 403 and 'JAXRET_WRITE_TOKEN' in body['error'], body
     assert len(index) == 50
+    # This service has no indexed captions: an image→text search says how to make them.
+    status, body = client.json('POST', '/search', {'image_id': 'im3', 'target': 'texts'})
+    assert status == 400 and 'texts are not indexed' in body['error'], body
+    assert '--config.index.texts=True' in body['error']
+    assert client.get('/healthz')[1]['texts'] is None
   finally:
     client.close()
     server.shutdown()
@@ -684,6 +760,19 @@ def test_benchmark_script_runs_on_a_small_gallery(tmp_path):
   # The old http.server side by side needs git history; the test runs without it.
   assert section['http_search_before'] is None
   assert section['index']['build_params']['method'] == 'brute_force'
+
+
+def test_overhead_benchmark_runs(tmp_path):
+  out = tmp_path / 'overhead.json'
+  result = subprocess.run(
+      [sys.executable, 'benchmarks/serving_overhead.py', '--num=1000', '--dim=8', '--rounds=1',
+       '--requests=5', '--large=1', '--old-server-commit=', f'--out={out}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(out.read_text())['results']['after']
+  assert {'asgi_post_search_us', 'asgi_get_search_us', 'asgi_post_search_256x1000_us',
+          'loopback_post_search_us', 'loopback_get_search_cpu_us'} <= set(figures)
+  assert all(figure['median'] > 0 for figure in figures.values())
 
 
 def test_web_page_shows_the_fast_and_reranked_orders(tmp_path):

@@ -1,7 +1,9 @@
 """`--mode=index`: a ScaNN index of the exported image embeddings under `DIR/index/`;
-with `index.token_dtype` set, a late-interaction model's patch tokens of the gallery
-under `DIR/tokens/` (`index/token_store.py`); for a video gallery, every clip's animated
-thumbnail under `DIR/thumbnails/` (`index/thumbnails.py`)."""
+with `index.texts` set, one of the exported captions under `DIR/texts/`
+(`index/text_store.py`, for image→text search); with `index.token_dtype` set, a
+late-interaction model's patch tokens of the gallery under `DIR/tokens/`
+(`index/token_store.py`); for a video gallery, every clip's animated thumbnail under
+`DIR/thumbnails/` (`index/thumbnails.py`)."""
 
 import json
 import os
@@ -14,6 +16,7 @@ from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.export import embeddings
 from jaxret.index import store
+from jaxret.index import text_store
 from jaxret.index import thumbnails
 from jaxret.index import token_store
 from jaxret.inference import restore as restore_lib
@@ -31,12 +34,17 @@ def build_index(config, workdir):
     image_emb, image_ids, step = exported['image_emb'], exported['image_ids'], exported['step']
     split = str(exported['split']) if 'split' in exported else config.export.split
     texts, text_emb = exported['texts'], exported['text_emb']
+    text_image_ids = exported['text_image_ids']
     metadata = json.loads(str(exported['metadata'])) if 'metadata' in exported else None
   rows = np.linspace(0, len(texts) - 1, min(PROBE_SIZE, len(texts))).astype(int)
   probe = (texts[rows], text_emb[rows]) if len(texts) else None
   manifest = store.build(image_emb, image_ids, step=int(step), index_config=config.index,
                          out_dir=store.directory(workdir), split=split, probe=probe,
                          metadata=metadata)
+  if config.index.texts:
+    manifest['texts'] = text_store.build(texts, text_image_ids, text_emb, step=int(step),
+                                         index_config=config.index,
+                                         out_dir=text_store.directory(workdir), split=split)
   if config.rerank.slow_workdir:
     manifest['rerank'] = build_slow_store(config, workdir, image_ids, split)
   if config.index.token_dtype:

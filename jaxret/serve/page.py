@@ -1,7 +1,8 @@
 """The web page at `GET /`: a query box, and the hits as thumbnails with their scores.
 
 A dropped image (or one picked with the file button) is the query instead of
-the text (`POST /search` with `"image"`); an optional metadata filter is JSON;
+the text (`POST /search` with `"image"`), and finds images or, where captions
+are indexed, captions (`"target": "texts"`); an optional metadata filter is JSON;
 with re-ranking, the fast order and the re-ranked order are shown side by side.
 
 Plain HTML and JavaScript, no external resources. Result text is set with
@@ -56,7 +57,9 @@ PAGE = """<!doctype html>
          autocomplete="off">
 </form>
 <div id="drop">Drop an image here to search with it, or <input id="image-file" type="file"
-     accept="image/png,image/jpeg"></div>
+     accept="image/png,image/jpeg"><label id="target-label" hidden> and find <select
+     id="target"><option value="images">images</option><option value="texts">captions</option>
+     </select></label></div>
 <div id="error" role="alert"></div>
 <div id="status"></div>
 <div id="results"></div>
@@ -75,22 +78,25 @@ const errorBox = document.getElementById('error');
 fetch('healthz').then(r => r.json()).then(h => {
   document.getElementById('about').textContent =
       `${h.num_items} images, model step ${h.model_step}, ${h.index_method} index` +
-      (h.reranker ? `, re-ranker ${h.reranker}` : '');
+      (h.texts ? `, ${h.texts} captions` : '') + (h.reranker ? `, re-ranker ${h.reranker}` : '');
+  document.getElementById('target-label').hidden = !h.texts;
   document.getElementById('k').max = Math.min(h.num_items, 1000);
   document.getElementById('rerank-label').hidden = !h.reranker;
   document.getElementById('budget-label').hidden = !h.reranker;
 });
 
 // `text`: the query text, for click-to-explain (null for an image query: nothing to explain).
-function figures(container, ids, captionOf, text) {
+// `imageIds`: the image shown for each hit (the one a caption describes), if not its id.
+function figures(container, ids, captionOf, text, imageIds) {
   container.replaceChildren();
   ids.forEach((id, i) => {
     const figure = document.createElement('figure');
     figure.className = 'hit';
     const img = document.createElement('img');
     img.className = 'hit-image';
-    img.src = 'image?' + new URLSearchParams({id: String(id)});
-    img.alt = `image ${id}`;
+    const imageId = imageIds ? imageIds[i] : id;
+    img.src = 'image?' + new URLSearchParams({id: String(imageId)});
+    img.alt = `image ${imageId}`;
     const caption = document.createElement('figcaption');
     caption.textContent = captionOf(id, i);
     figure.append(img, caption);
@@ -141,6 +147,10 @@ async function search(query) {
     figures(document.getElementById('fast-results'), hit.fast_ids, (id, i) => `${i + 1}. ${id}`,
             text);
     figures(document.getElementById('slow-results'), hit.ids, ranked, text);
+  } else if (hit.texts) {  // Captions found by an image: each under the image it describes.
+    figures(results, hit.ids,
+            (id, i) => `${i + 1}. ${hit.texts[i]} · ${hit.fast_scores[i].toFixed(3)}`, null,
+            hit.image_ids);
   } else {
     figures(results, hit.ids, ranked, text);
   }
@@ -163,7 +173,9 @@ form.addEventListener('submit', event => {
 function searchFile(file) {
   if (!file) return;
   const reader = new FileReader();
-  reader.onload = () => search({image: String(reader.result).split(',')[1]});
+  const target = document.getElementById('target').value;
+  reader.onload = () => search({image: String(reader.result).split(',')[1],
+                                ...(target === 'texts' ? {target} : {})});
   reader.readAsDataURL(file);
 }
 const drop = document.getElementById('drop');

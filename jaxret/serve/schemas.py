@@ -5,7 +5,7 @@ the key (`one_line`). Strict types: a JSON `true` is not a k, `2.5` is not an
 integer. The service checks the values (ranges, limits, texts, ids).
 """
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import pydantic
 
@@ -30,6 +30,9 @@ class SearchRequest(_Strict):
   filter: dict[str, Any] | None = pydantic.Field(
       None, description='metadata filter, AND across fields: {"tag": "x"}, {"tag": {"in": '
       '["x", "y"]}}, {"year": {"gte": 2000, "lt": 2010}}')
+  target: Literal['images', 'texts'] = pydantic.Field(
+      'images', description='the gallery searched: images, or the indexed captions (texts, '
+      'with an image query: image→text)')
 
 
 class Item(_Strict):
@@ -58,6 +61,10 @@ class Hit(pydantic.BaseModel):
   slow_scores: list[float] | None = None
   final_scores: list[float] | None = None
   fast_ids: list[Id] | None = pydantic.Field(None, description='the fast order, when re-ranked')
+  texts: list[str] | None = pydantic.Field(
+      None, description='the captions found (target texts); `ids` are then caption ids')
+  image_ids: list[Id] | None = pydantic.Field(
+      None, description='the image each caption describes (target texts)')
   image_urls: list[str]
 
 
@@ -70,6 +77,7 @@ class SearchInfo(pydantic.BaseModel):
   """What a search answer says about how it was made, for one query or many."""
   k: int
   rerank: bool
+  target: str = pydantic.Field('images', description='the gallery searched')
   shortlist: int | None = pydantic.Field(
       None, description='pooled candidates re-ordered token-wise (FILIP)')
   rerank_k: int | None = None
@@ -108,6 +116,7 @@ class Health(pydantic.BaseModel):
   reranker: str | None
   rerank_bucket_costs_ms: dict[str, float] | None = None
   metadata_fields: dict[str, str]
+  texts: int | None = pydantic.Field(None, description='indexed captions (None: not indexed)')
   tokenwise: dict[str, Any] | None = None
   explainers: list[str]
   writes_enabled: bool
@@ -130,6 +139,7 @@ _KEY_HINTS = {
     'filter': 'malformed filter: it must be an object of field: condition',
     'image': '"image" must be a base64-encoded PNG or JPEG string',
     'image_id': 'image_id must be an int or a string',
+    'target': 'unknown target: use "images" (the default) or "texts"',
     'items': 'the body must be {"items": [...]}',
     'ids': 'the body must be {"ids": [...]}',
 }

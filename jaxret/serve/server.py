@@ -6,7 +6,8 @@
                                 {"query", "k", "ids", "fast_scores", ["slow_scores"],
                                  "image_urls", "timings_ms", "model_step", "index_size"}
   POST /search                  {"queries": [TEXT, ...] or "image": BASE64 or "image_id": ID,
-                                 "k": 10, "rerank": false, "budget_ms": null, "filter": {...}}
+                                 "k": 10, "rerank": false, "budget_ms": null, "filter": {...},
+                                 "target": "images" or "texts" (an image query's captions)}
                                 -> {"results": [{"query", "ids", "fast_scores", ...}], ...}
   GET  /image?id=ID             a gallery image as PNG (a clip: an animated WebP)
   POST /items                   {"items": [{"id": ID, "embedding": [...] or "image": BASE64,
@@ -24,7 +25,9 @@ object) and an oversized body is refused from its Content-Length before it is
 read. Handlers that block run in Starlette's thread
 pool, and concurrent requests meet in the service's micro-batcher. A plain
 text search (no re-ranking, filter or image, the common case) is queued from
-the event loop and awaited there, without a thread of its own.
+the event loop and awaited there, without a thread of its own. The search
+routes are plain Starlette routes (no per-request dependency solving), and
+answers are serialised by orjson (docs/benchmarks.md measures the path).
 """
 
 import asyncio
@@ -35,10 +38,11 @@ import threading
 import urllib.parse
 
 import fastapi
+import orjson
 from fastapi import concurrency
 from fastapi import exceptions as fastapi_exceptions
 from fastapi import responses
-from fastapi import routing
+from starlette import routing
 from fastapi.openapi import utils as openapi_utils
 import pydantic
 from starlette import exceptions as starlette_exceptions
@@ -71,7 +75,8 @@ class HttpError(Exception):
 
 
 def _json(value):
-  return json.dumps(value, allow_nan=False).encode('utf-8')
+  # orjson: large answers (256 queries x k=1000) serialise many times faster than with json.
+  return orjson.dumps(value)
 
 
 def _response(status, value, headers=None):
@@ -109,8 +114,16 @@ def _parameter(name, kind, required, description):
           'schema': {'type': kind}}
 
 
+def _json_content(description, model):
+  """An OpenAPI response of JSON in the shape of `model`."""
+  return {'description': description, 'content': {'application/json': {
+      'schema': {'$ref': f'#/components/schemas/{model.__name__}'}}}}
+
+
 def image_url(image_id):
-  return '/image?' + urllib.parse.urlencode({'id': str(image_id)})
+  if isinstance(image_id, int):  # The common case, without urlencode's cost.
+    return f'/image?id={image_id}'
+  return '/image?id=' + urllib.parse.quote_plus(image_id)
 
 
 def _query_params(request, known):
@@ -178,52 +191,54 @@ def make_app(service, write_token=None):
     return {'responses': {200: {}, 400: {'model': schemas.Error}}}
 
   @app.exception_handler(HttpError)
-  def _http_error(request, error):
+  async def _http_error(request, error):
     del request
     return _error(error.status, error, error.headers)
 
   @app.exception_handler(errors.UserError)
-  def _user_error(request, error):
+  async def _user_error(request, error):
     del request
     return _error(400, error)
 
   @app.exception_handler(auth.Refused)
-  def _refused(request, error):
+  async def _refused(request, error):
     del request
     headers = {'WWW-Authenticate': 'Bearer'} if error.status == 401 else None
     return _error(error.status, error, headers)
 
   @app.exception_handler(starlette_exceptions.HTTPException)
-  def _routing_error(request, error):
+  async def _routing_error(request, error):
     if error.status_code == 404:
       return _error(404, f'no such path {request.url.path!r}; the API is {ROUTES}')
     if error.status_code == 405:
-      allowed = sorted({method for route in app.routes if isinstance(route, routing.APIRoute)
+      allowed = sorted({method for route in app.routes if isinstance(route, routing.Route)
                         and route.path == request.url.path for method in route.methods})
       return _error(405, f'{request.method} is not allowed on {request.url.path}; use '
                     f'{" or ".join(allowed)}')
     return _error(error.status_code, error.detail)
 
   @app.exception_handler(fastapi_exceptions.RequestValidationError)
-  def _validation_error(request, error):
+  async def _validation_error(request, error):
     del request
     first = error.errors()[0]
     return _error(400, f'bad request: {"/".join(map(str, first["loc"]))}: {first["msg"]}')
 
   @app.exception_handler(Exception)
-  def _internal_error(request, error):
+  async def _internal_error(request, error):
     logging.exception('internal error on %s %s', request.method, request.url.path)
     return _error(500, f'internal error ({type(error).__name__}); the server goes on serving')
 
   async def run_search(texts, k, rerank, filter_expression=None, budget_ms=None, image=None,
-                       image_id=None):
+                       image_id=None, target='images'):
     """`service.search`: a plain text search awaited on the event loop; one that blocks
     (re-ranking, a filter's mask, embedding an image) in the thread pool. A FILIP
     workdir's token-wise re-order of a plain search (in `finish`) runs in the thread pool
     once the shortlist has been awaited."""
-    if rerank or filter_expression is not None or image is not None or image_id is not None:
+    if (rerank or filter_expression is not None or image is not None or image_id is not None
+        or target != 'images'):
       return await concurrency.run_in_threadpool(service.search, texts, k, rerank,
-                                                 filter_expression, budget_ms, image, image_id)
+                                                 filter_expression, budget_ms, image, image_id,
+                                                 target)
     pending = service.begin_search(texts, k, budget_ms=budget_ms)
     result = await asyncio.wait_for(asyncio.wrap_future(pending.future),
                                     service_lib.REQUEST_TIMEOUT_S)
@@ -232,24 +247,34 @@ def make_app(service, write_token=None):
     return pending.finish(result)
 
   def with_urls(result):
-    result['image_urls'] = [image_url(image_id) for image_id in result['ids']]
+    """The hits' image URLs (of the images that captions describe, for a search of texts)."""
+    image_ids = result['image_ids'] if 'image_ids' in result else result['ids']
+    result['image_urls'] = [image_url(image_id) for image_id in image_ids]
     return result
 
   @app.get('/', response_class=responses.HTMLResponse, include_in_schema=False)
-  def index_page():
+  async def index_page():
     return responses.HTMLResponse(page.PAGE)
 
   @app.get('/healthz', response_model=schemas.Health)
-  def healthz():
+  async def healthz():
     return _response(200, {**service.health(), 'writes_enabled': write_token is not None})
 
-  @app.get('/search', response_model=schemas.SingleSearchResponse,
-           responses={400: {'model': schemas.Error}}, openapi_extra={'parameters': [
-               _parameter('q', 'string', True, 'the query text'),
-               _parameter('k', 'integer', False, 'results (default 10)'),
-               _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
-               _parameter('budget_ms', 'number', False, 're-ranking latency budget')]})
-  async def search_get(request: fastapi.Request):
+  # The search routes, the hot path, are Starlette routes: FastAPI's dependency solving
+  # parses the query string and cookies again on every request (docs/benchmarks.md).
+  # `openapi` describes them from the same models.
+  search_operations = {
+      'get': ('One text query', schemas.SingleSearchResponse, [
+          _parameter('q', 'string', True, 'the query text'),
+          _parameter('k', 'integer', False, 'results (default 10)'),
+          _parameter('rerank', 'boolean', False, 're-rank with the slow model'),
+          _parameter('budget_ms', 'number', False, 're-ranking latency budget')]),
+      'post': ('Texts, or one image query (base64 or a gallery id), against images or '
+               'indexed captions', schemas.SearchResponse, []),
+  }
+  request_models[('/search', 'post')] = schemas.SearchRequest
+
+  async def search_get(request):
     """One text query."""
     params = _query_params(request, SEARCH_PARAMS)
     if 'q' not in params:
@@ -263,19 +288,21 @@ def make_app(service, write_token=None):
     result = with_urls(found.pop('results')[0])
     return _response(200, {**result, **found})
 
-  @app.post('/search', response_model=schemas.SearchResponse,
-            **body_of('/search', 'post', schemas.SearchRequest))
-  async def search_post(request: fastapi.Request):
+  async def search_post(request):
     _query_params(request, ())
     body, raw = _parse(await request.body(), schemas.SearchRequest)
     if body.queries is None and body.image is None and body.image_id is None:
       raise HttpError(400, 'missing "queries": a list of query texts (or an "image" or '
                       '"image_id" to search with)')
-    k = body.k if body.k is not None else min(service.options.default_k, len(service.index))
+    k = body.k if body.k is not None else min(service.options.default_k,
+                                              service.gallery_size(body.target))
     found = await run_search(body.queries, k, body.rerank, raw.get('filter'), body.budget_ms,
-                             body.image, body.image_id)
+                             body.image, body.image_id, body.target)
     found['results'] = [with_urls(result) for result in found['results']]
     return _response(200, found)
+
+  app.router.add_route('/search', search_get, methods=['GET'])
+  app.router.add_route('/search', search_post, methods=['POST'])
 
   @app.get('/image', response_class=responses.Response,
            responses={200: {'content': {'image/png': {}, 'image/webp': {}}}},
@@ -328,12 +355,19 @@ def make_app(service, write_token=None):
     return _response(200, await concurrency.run_in_threadpool(service.delete_items, body.ids))
 
   def openapi():
-    """FastAPI's schema, with the request bodies this module parses itself."""
+    """FastAPI's schema, with the request bodies this module parses itself and the search
+    routes."""
     if app.openapi_schema is None:
       schema = openapi_utils.get_openapi(title=app.title, version=app.version,
                                          description=app.description, routes=app.routes)
       components = schema.setdefault('components', {}).setdefault('schemas', {})
-      for model in (*request_models.values(), schemas.Item):
+      for method, (summary, response, parameters) in search_operations.items():
+        schema['paths'].setdefault('/search', {})[method] = {
+            'summary': summary, 'operationId': f'search_{method}', 'parameters': parameters,
+            'responses': {'200': _json_content('Successful Response', response),
+                          '400': _json_content('Bad input, one line', schemas.Error)}}
+      response_models = [operation[1] for operation in search_operations.values()]
+      for model in (*request_models.values(), schemas.Item, *response_models, schemas.Error):
         found = model.model_json_schema(ref_template='#/components/schemas/{model}')
         components.update(found.pop('$defs', {}))
         components[model.__name__] = found

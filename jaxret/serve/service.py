@@ -12,6 +12,12 @@ takes the largest candidate bucket whose measured cost fits `budget_ms`.
 the same workdir does not change what is served), the warmed-up text encoder,
 and a check that this model made the index.
 
+Searches look in one of two galleries, the request's `target`: 'images' (the
+index; the default) or 'texts', the dataset's captions where `--mode=index`
+indexed them (`index.texts`, `index/text_store.py`): an image query with
+target 'texts' finds the nearest captions (image→text), each with the image it
+describes. Text queries, filters and re-ranking search images.
+
 A late-interaction workdir (FILIP, `index.token_dtype` set) is served as it was
 trained: the pooled index gives a shortlist of `index.token_shortlist` items
 and the token-wise score over the stored patch tokens re-ranks it
@@ -38,6 +44,7 @@ from PIL import Image
 
 from jaxret import errors
 from jaxret.index import store
+from jaxret.index import text_store
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.serve import batcher as batcher_lib
 from jaxret.serve import encoder as encoder_lib
@@ -50,13 +57,18 @@ from jaxret.rerank import tokenwise as tokenwise_lib
 REQUEST_TIMEOUT_S = 60
 
 
+TARGETS = ('images', 'texts')  # The galleries a search can look in.
+
+
 @dataclasses.dataclass(frozen=True)
 class Query:
-  """One request's queries for the batcher: tokenised texts or ready vectors, k, filter."""
+  """One request's queries for the batcher: tokenised texts or ready vectors, k, filter,
+  and the gallery to search (one of `TARGETS`)."""
   prepared: np.ndarray | None  # (N, 2, L) tokens and mask, or None for `vectors`.
   vectors: np.ndarray | None  # (N, D) query embeddings (image queries).
   k: int
   passed: store.FilterMask | None  # The request's filter, or None.
+  target: str = 'images'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +97,9 @@ class SearchService:
 
   def __init__(self, index, text_encoder, *, model_step, gallery=None, image_encoder=None,
                reranker=None, options=Options(), warmup_seconds=0.0, tokenwise=None,
-               explainers=()):
+               explainers=(), texts=None):
     self.index = index
+    self.texts = texts  # The indexed captions (`text_store.TextIndex`), or None.
     self.text_encoder = text_encoder
     self.model_step = model_step
     self.gallery = gallery
@@ -106,32 +119,42 @@ class SearchService:
 
   # Searching.
 
-  def check_k(self, k):
+  def gallery_size(self, target='images'):
+    """Items in the gallery `target` names (the images' for any other name)."""
+    return len(self.texts) if target == 'texts' and self.texts is not None else len(self.index)
+
+  def check_k(self, k, target='images'):
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
       raise errors.UserError(f'k must be an integer, not {k!r}')
-    limit = min(self.options.max_k, len(self.index))
+    size = self.gallery_size(target)
+    limit = min(self.options.max_k, size)
     if not 1 <= k <= limit:
+      what = 'captions' if target == 'texts' else 'images'
       raise errors.UserError(f'k={k} is out of range: use 1 <= k <= {limit} '
-                             f'(the gallery has {len(self.index)} images)')
+                             f'(the gallery has {size} {what})')
 
   def _process(self, items):
-    """Micro-batch worker: one encoder run for all queued texts, one index search for all
-    unfiltered queries; each filtered request is searched with its own filter."""
+    """Micro-batch worker: one encoder run for all queued texts, one search per gallery for
+    all unfiltered queries; each filtered request is searched with its own filter."""
     start = time.perf_counter()
     texts = [item.payload.prepared for item in items if item.payload.prepared is not None]
-    text_vectors = iter(self.text_encoder.embed(np.concatenate(texts))) if texts else None
-    embeddings = []
+    text_vectors = self.text_encoder.embed(np.concatenate(texts)) if texts else None
+    embeddings, row = [], 0
     for item in items:
       if item.payload.prepared is not None:
-        embeddings.append(np.stack([next(text_vectors) for _ in range(item.size)]))
+        embeddings.append(text_vectors[row:row + item.size])
+        row += item.size
       else:
         embeddings.append(item.payload.vectors)
     encoded = time.perf_counter()
-    plain = [i for i, item in enumerate(items) if item.payload.passed is None]
     found = {}
-    if plain:
-      k = min(max(items[i].payload.k for i in plain), len(self.index))
-      ids, scores = self.index.search(np.concatenate([embeddings[i] for i in plain]), k)
+    for target, gallery in (('images', self.index), ('texts', self.texts)):
+      plain = [i for i, item in enumerate(items)
+               if item.payload.passed is None and item.payload.target == target]
+      if not plain:
+        continue
+      k = min(max(items[i].payload.k for i in plain), len(gallery))
+      ids, scores = gallery.search(np.concatenate([embeddings[i] for i in plain]), k)
       row = 0
       for i in plain:
         size, item_k = items[i].size, min(items[i].payload.k, k)
@@ -183,20 +206,38 @@ class SearchService:
                       np.float32)
 
   def search(self, texts=None, k=10, rerank=False, filter_expression=None, budget_ms=None,
-             image=None, image_id=None):
+             image=None, image_id=None, target='images'):
     """Top-k ids and scores for each text (or for one image query); with `rerank`,
-    re-ordered by the re-ranker; with `filter_expression`, only items that pass it.
+    re-ordered by the re-ranker; with `filter_expression`, only items that pass it; with
+    target 'texts' (an image query), the nearest indexed captions instead of images.
 
-    Returns {'k', 'rerank', 'results': [{'query', 'ids', 'fast_scores'[, 'token_scores',
-    'slow_scores', 'fast_ids']}], 'timings_ms', 'model_step', 'index_size'[, 'shortlist',
-    'filter', 'rerank_k', 'rerank_budget_ms']}.
+    Returns {'k', 'rerank', 'target', 'results': [{'query', 'ids', 'fast_scores'[,
+    'token_scores', 'slow_scores', 'fast_ids', 'texts', 'image_ids']}], 'timings_ms',
+    'model_step', 'index_size'[, 'shortlist', 'filter', 'rerank_k', 'rerank_budget_ms']};
+    a caption's id is its row in the text index, and `image_ids` the images they describe.
     """
     pending = self.begin_search(texts, k, rerank, filter_expression, budget_ms, image,
-                                image_id)
+                                image_id, target)
     return pending.finish(pending.future.result(timeout=REQUEST_TIMEOUT_S))
 
+  def _check_target(self, target, image_query, filter_expression):
+    if target not in TARGETS:
+      raise errors.UserError(f'unknown target {target!r}: search "images" (the default) or '
+                             '"texts"')
+    if target == 'images':
+      return
+    if self.texts is None:
+      raise errors.UserError('texts are not indexed in this workdir: run --mode=index, then '
+                             '--mode=serve, with --config.index.texts=True to search captions')
+    if not image_query:
+      raise errors.UserError('target "texts" searches the indexed captions with an image '
+                             'query ("image" or "image_id"); text queries search images')
+    if filter_expression is not None:
+      raise errors.UserError('a filter narrows images by their metadata; a search of texts '
+                             'takes none')
+
   def begin_search(self, texts=None, k=10, rerank=False, filter_expression=None, budget_ms=None,
-                   image=None, image_id=None):
+                   image=None, image_id=None, target='images'):
     """Checks a search (as `search`) and queues it: a `Pending` whose `future` gives the
     micro-batch's result and whose `finish(result)` makes the answer (re-ranking if asked),
     so that an asynchronous server can wait without holding a thread."""
@@ -214,7 +255,8 @@ class SearchService:
       if len(texts) > self.options.max_queries_per_request:
         raise errors.UserError(f'{len(texts)} queries in one request; the limit is '
                                f'{self.options.max_queries_per_request}')
-    self.check_k(k)
+    self._check_target(target, image_query, filter_expression)
+    self.check_k(k, target)
     if rerank and self.reranker is None:
       raise errors.UserError('this workdir has no re-ranker: search with rerank=0')
     num_candidates = self.rerank_k(budget_ms) if rerank else 0
@@ -226,7 +268,7 @@ class SearchService:
     if filter_expression is not None:
       passed = self.index.filter_mask(filter_expression)
     if image_query:
-      query = Query(None, self._query_vectors(image, image_id), k, passed)
+      query = Query(None, self._query_vectors(image, image_id), k, passed, target)
       labels = [{'image_id': image_id} if image_id is not None else {'image': 'uploaded'}]
     else:
       prepared = self.text_encoder.prepare(texts)
@@ -261,9 +303,11 @@ class SearchService:
             entry['final_scores'] = final[order].tolist()
         entry['ids'] = hit_ids.tolist()
         entry['fast_scores'] = fast.tolist()
+        if target == 'texts':
+          entry['texts'], entry['image_ids'] = self.texts.captions(hit_ids)
         results.append(entry)
       end = time.perf_counter()
-      found = {'k': k, 'rerank': bool(rerank), 'results': results}
+      found = {'k': k, 'rerank': bool(rerank), 'target': target, 'results': results}
       if rerank or tokenwise:
         timings['rerank_ms'] = 1000 * (end - fetched)
       if tokenwise:
@@ -410,6 +454,7 @@ class SearchService:
         'rerank_bucket_costs_ms': None if self.reranker is None else {
             str(k): round(ms, 3) for k, ms in self.reranker.bucket_costs_ms.items()},
         'metadata_fields': dict(self.index.metadata.types),
+        'texts': None if self.texts is None else len(self.texts),
         'tokenwise': None if self.tokenwise is None else {
             'shortlist': self.tokenwise.num_candidates,
             'dtype': self.tokenwise.token_store.manifest['dtype']},
@@ -445,7 +490,10 @@ def from_workdir(config, workdir, options=Options()):
   tokenwise = tokenwise_lib.for_workdir(config, workdir, restored, step)
   reranker = rerank_lib.for_workdir(config, workdir)
   explainers = explain_lib.for_service(tokenwise, reranker)
+  texts = None
+  if config.index.texts:
+    texts = text_store.load(text_store.directory(workdir), step, config.model.embed_dim)
   return SearchService(index, text_encoder, model_step=restored.step, gallery=gallery,
                        image_encoder=image_encoder, reranker=reranker,
                        options=options, warmup_seconds=warmup_seconds, tokenwise=tokenwise,
-                       explainers=explainers)
+                       explainers=explainers, texts=texts)
