@@ -846,12 +846,14 @@ def _index_of_random_embeddings(config, workdir):
   from jaxret.serve import server as server_lib
   from jaxret.serve import service as service_lib
   records = sources.load_split(config.data, 'test')
+  config.index.texts = False  # The stand-in export's 4 captions are no gallery.
   vectors = np.random.default_rng(0).normal(size=(len(records), 8)).astype(np.float32)
   vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
   path = embeddings.path(workdir)
   (workdir / 'export').mkdir(parents=True)
   np.savez(path, image_ids=np.asarray(records.image_ids), image_emb=vectors,
            text_emb=vectors[:4], texts=np.asarray([f'q{i}' for i in range(4)]),
+           text_image_ids=np.asarray(records.image_ids)[:4],
            step=np.asarray(1), split=np.asarray('test'))
   manifest = index_lib.build_index(config, str(workdir))
   model = models.build(config.model, vocab_size=10, text_len=config.data.text_len)
