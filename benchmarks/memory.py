@@ -3,21 +3,32 @@ r"""Memory per device of the training step against the global batch, with gradie
   python -m benchmarks.memory [--methods=clip,siglip,filip,irt,caption] \
       [--batches=512,1024,2048,4096,8192,16384] [--chunk=64] [--whole_up_to=16384] \
       [--timed_batch=1024] [--rounds=3] [--out_dir=benchmarks/results]
+  python -m benchmarks.memory --model=base --methods=clip,siglip \
+      --batches=1024,2048,4096,8192,16384 --whole_up_to=0     # compiled only
 
-On 8 simulated CPU devices, compiles each method's `train_step`
-(`configs/<name>.py:runlocal`, the tiny model) for every global batch B, with
-`microbatches` M = B / (8 · chunk) so that each device's chunk stays `chunk`
-rows, and also with M = 1 (the whole batch at once) up to `whole_up_to`. XLA's compiled memory
-analysis gives, per device, the temporary bytes plus the argument bytes (the
-state and the batch): `peak_bytes_per_device`. Compiling needs no memory for
-the batch, so the large batches are compiled, not run. At `timed_batch`, the
-M = 1 step and the fixed-chunk step are run side by side, round after round
-(median of `rounds` after one warm-up each): `step_seconds` (null elsewhere).
+On 8 simulated CPU devices, compiles each method's `train_step` for every
+global batch B, with `microbatches` M = B / (8 · chunk) so that each device's
+chunk stays `chunk` rows, and also with M = 1 (the whole batch at once) up to
+`whole_up_to`. `--model=runlocal` is `configs/<name>.py:runlocal` (the tiny
+model); `--model=base` gives a pooled dual encoder (clip, siglip) the sizes of
+configs/clip_b16.py: ViT-B/16 at 224 px, a 12-layer 512-wide text tower, a
+49,408-token vocabulary, bf16 compute, scanned layers (`--remat` picks the
+remat policy). XLA's compiled memory analysis gives, per device, the temporary
+bytes plus the argument bytes (the state and the batch):
+`peak_bytes_per_device`. Compiling needs no memory for the batch, so the large
+batches are compiled, not run. At `timed_batch` (runlocal only), the M = 1 step
+and the fixed-chunk step are run side by side, round after round (median of
+`rounds` after one warm-up each): `step_seconds`, wall-clock, and
+`step_cpu_seconds`, the process's CPU time over all threads (null elsewhere);
+every round's seconds and the machine's load average are kept.
 
-Writes `memory.json` ({"methods": {name: [{global_batch, microbatches,
+Writes `memory.json` ({"methods": {name: [{model, global_batch, microbatches,
 peak_bytes_per_device, temp_bytes_per_device, argument_bytes_per_device,
-batch_bytes_per_device, step_seconds}, ...]}}), `memory.md` (a table) and
-`memory.png` (a plot) under --out_dir.
+batch_bytes_per_device, step_seconds}, ...]}, "growth": {name: {model: peak at
+the largest batch / peak at 1,024, both with the fixed chunk}}}), `memory.md`
+(a table) and `memory.png` (a plot) under --out_dir. Rows already in
+memory.json are kept, except those measured again (same method, model, batch
+and M), which are replaced.
 """
 
 import os
@@ -27,6 +38,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
                            + ' --xla_force_host_platform_device_count=8')
 
 import io  # pylint: disable=wrong-import-position
+import json  # pylint: disable=wrong-import-position
 import pathlib  # pylint: disable=wrong-import-position
 import time  # pylint: disable=wrong-import-position
 
@@ -53,17 +65,46 @@ _WHOLE_UP_TO = flags.DEFINE_integer('whole_up_to', 16384,
 _TIMED = flags.DEFINE_integer('timed_batch', 1024, 'The global batch whose steps are run.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Timed rounds (after one warm-up step each).')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'benchmarks/results', 'Where the results go.')
+_MODEL = flags.DEFINE_enum('model', 'runlocal', ['runlocal', 'base'],
+                           'Model size: the configs\' runlocal model, or ViT-B/16 sizes '
+                           '(compiled only).')
+_REMAT = flags.DEFINE_enum('remat', 'none', ['none', 'full', 'dots', 'dots_saveable'],
+                           'Remat policy of the base model.')
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEVICES = 8
+# The base model: configs/clip_b16.py's sizes and CLIP's BPE vocabulary size.
+BASE_CONFIG = 'clip_b16'
+BASE_METHODS = ('clip', 'siglip')
+BASE_VOCAB = 49_408
+# The batch that growth is measured from (the issue's goal: at most 1.25x up to 16,384).
+GROWTH_FROM = 1024
+
+
+def model_label():
+  """The rows' `model`: 'runlocal', 'base', or 'base, remat POLICY'."""
+  if _MODEL.value == 'base' and _REMAT.value != 'none':
+    return f'base, remat {_REMAT.value}'
+  return _MODEL.value
 
 
 def load_config(name, batch, microbatches):
-  path = REPO / 'configs' / f'{name}.py'
-  module = config_file.load(path)
-  config = module.get_config('runlocal')
+  """`configs/<name>.py:runlocal`, or with --model=base its model and input sizes replaced
+  by configs/clip_b16.py's (scanned layers, the --remat policy)."""
+  config = config_file.load(REPO / 'configs' / f'{name}.py').get_config('runlocal')
+  if _MODEL.value == 'base':
+    base = config_file.load(REPO / 'configs' / f'{BASE_CONFIG}.py').get_config()
+    config.data.image_size, config.data.text_len = base.data.image_size, base.data.text_len
+    for key in ('image', 'text', 'embed_dim', 'dtype'):
+      config.model[key] = base.model[key]
+    config.model.scan_layers, config.model.remat_policy = True, _REMAT.value
   config.batch_size, config.microbatches = batch, microbatches
   return config
+
+
+def build_tokenizer(config):
+  words = 64 if _MODEL.value == 'runlocal' else BASE_VOCAB - len(tokenizer_lib.SPECIAL_TOKENS)
+  return tokenizer_lib.build_word_level([f'w{i}' for i in range(words)], config.data.text_len)
 
 
 def synthetic_batch(config, vocab_size, rng):
@@ -78,6 +119,15 @@ def synthetic_batch(config, vocab_size, rng):
   }
 
 
+def batch_shapes(config, sharding):
+  """`synthetic_batch`'s shapes and dtypes, sharded like the batch (no data is made)."""
+  size, length, batch = config.data.image_size, config.data.text_len, config.batch_size
+  shapes = {'image': ((batch, size, size, 3), np.float32), 'text': ((batch, length), np.int32),
+            'text_mask': ((batch, length), np.int32), 'image_id': ((batch,), np.int32)}
+  return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+          for key, (shape, dtype) in shapes.items()}
+
+
 class Step:
   """One method's step at one (global batch, M), compiled for abstract inputs."""
 
@@ -87,11 +137,7 @@ class Step:
     self.mesh = mesh
     self.vocab_size = tokenizer.vocab_size
     self.step = self.trainable.compiled_step()
-    sharding = mesh_lib.batch_sharding(mesh)
-    self.batch_shapes = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-        jax.eval_shape(lambda: synthetic_batch(self.config, self.vocab_size,
-                                               np.random.default_rng(0))))
+    self.batch_shapes = batch_shapes(self.config, mesh_lib.batch_sharding(mesh))
     self.compiled = self.step.lower(self.trainable.restore_target(), self.batch_shapes).compile()
 
   def memory(self):
@@ -114,16 +160,19 @@ class Step:
 
 
 def time_side_by_side(runners, rounds):
-  """Median seconds of each runner, one step of each per round after a warm-up."""
+  """Wall-clock and process CPU seconds of every round of each runner, one step of each per
+  round after a warm-up. CPU seconds (all threads) vary less than wall-clock seconds on
+  a machine other jobs share."""
   for run in runners:
     run()
-  times = [[] for _ in runners]
+  times = [{'wall': [], 'cpu': []} for _ in runners]
   for _ in range(rounds):
     for run, seconds in zip(runners, times):
-      start = time.perf_counter()
+      wall, cpu = time.perf_counter(), time.process_time()
       run()
-      seconds.append(time.perf_counter() - start)
-  return [float(np.median(seconds)) for seconds in times]
+      seconds['wall'].append(time.perf_counter() - wall)
+      seconds['cpu'].append(time.process_time() - cpu)
+  return times
 
 
 def measure(name, batches, tokenizer, mesh):
@@ -135,30 +184,76 @@ def measure(name, batches, tokenizer, mesh):
     for microbatches in sorted(whole | {fixed}):
       start = time.perf_counter()
       step = Step(name, batch, microbatches, tokenizer, mesh)
-      entry = {'global_batch': batch, 'microbatches': microbatches, **step.memory(),
+      entry = {'model': model_label(), 'global_batch': batch, 'microbatches': microbatches,
+               'chunk_rows_per_device': batch // (DEVICES * microbatches), **step.memory(),
                'compile_seconds': time.perf_counter() - start, 'step_seconds': None}
       print(name, entry, flush=True)
       entries.append(entry)
-      if batch == _TIMED.value:
+      if batch == _TIMED.value and _MODEL.value == 'runlocal':
         timed[microbatches] = (entry, step.runner())
   if timed:
-    seconds = time_side_by_side([run for _, run in timed.values()], _ROUNDS.value)
-    for (entry, _), value in zip(timed.values(), seconds):
-      entry['step_seconds'] = value
+    load_before = os.getloadavg()
+    rounds = time_side_by_side([run for _, run in timed.values()], _ROUNDS.value)
+    for (entry, _), seconds in zip(timed.values(), rounds):
+      entry['step_seconds'] = float(np.median(seconds['wall']))
+      entry['step_seconds_rounds'] = seconds['wall']
+      entry['step_cpu_seconds'] = float(np.median(seconds['cpu']))
+      entry['step_cpu_seconds_rounds'] = seconds['cpu']
+      # The machine's 1-minute load average before and after: other jobs share the CPU.
+      entry['load_average'] = [load_before[0], os.getloadavg()[0]]
   return entries
 
 
+def growth(entries):
+  """{model: peak and temp at the largest batch / at GROWTH_FROM}, both with the fixed chunk
+  (the largest M at each batch)."""
+  ratios = {}
+  for model in dict.fromkeys(e['model'] for e in entries):
+    rows = sorted((e for e in entries if e['model'] == model), key=lambda e: e['microbatches'])
+    fixed = {e['global_batch']: e for e in rows}
+    largest = max(fixed)
+    if GROWTH_FROM in fixed and largest > GROWTH_FROM:
+      ratios[model] = {'from': GROWTH_FROM, 'to': largest, **{
+          f'{what}_ratio': (fixed[largest][f'{what}_bytes_per_device']
+                            / fixed[GROWTH_FROM][f'{what}_bytes_per_device'])
+          for what in ('peak', 'temp')}}
+  return ratios
+
+
+def merged(previous, measured):
+  """`previous` results' rows, those measured again (same method, model, batch and M)
+  replaced."""
+  def key(entry):
+    return entry['model'], entry['global_batch'], entry['microbatches']
+
+  methods = {name: list(entries) for name, entries in previous.get('methods', {}).items()}
+  for name, entries in measured.items():
+    again = {key(e) for e in entries}
+    methods[name] = sorted([e for e in methods.get(name, []) if key(e) not in again] + entries,
+                           key=lambda e: (e['model'] != 'runlocal', e['model'],
+                                          e['global_batch'], e['microbatches']))
+  return {'devices': DEVICES, 'device': jax.devices()[0].device_kind, 'methods': methods,
+          'growth': {name: growth(entries) for name, entries in methods.items()}}
+
+
 def table(results):
-  lines = ['| method | global batch | M | peak MiB/device | temp MiB | batch MiB | step s |',
-           '|---|---:|---:|---:|---:|---:|---:|']
   mib = 2.0**20
+  lines = ['| method | model | global batch | M | peak MiB/device | temp MiB | batch MiB '
+           '| step s | step CPU s |', '|---|---|---:|---:|---:|---:|---:|---:|---:|']
   for name, entries in results['methods'].items():
     for e in entries:
-      seconds = '' if e['step_seconds'] is None else f"{e['step_seconds']:.3f}"
-      lines.append(f"| {name} | {e['global_batch']} | {e['microbatches']} | "
+      seconds = ('| | |' if e['step_seconds'] is None
+                 else f"| {e['step_seconds']:.3f} | {e['step_cpu_seconds']:.3f} |")
+      lines.append(f"| {name} | {e['model']} | {e['global_batch']} | {e['microbatches']} | "
                    f"{e['peak_bytes_per_device'] / mib:.1f} | "
                    f"{e['temp_bytes_per_device'] / mib:.1f} | "
-                   f"{e['batch_bytes_per_device'] / mib:.1f} | {seconds} |")
+                   f"{e['batch_bytes_per_device'] / mib:.1f} {seconds}")
+  lines += ['', '| method | model | peak growth | temp growth | (fixed chunk, batch from → to) |',
+            '|---|---|---:|---:|---|']
+  for name, ratios in results['growth'].items():
+    for model, r in ratios.items():
+      lines.append(f"| {name} | {model} | {r['peak_ratio']:.2f}x | {r['temp_ratio']:.2f}x | "
+                   f"{r['from']} → {r['to']} |")
   return '\n'.join(lines) + '\n'
 
 
@@ -167,22 +262,26 @@ def plot(results):
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-  figure, axes = pyplot.subplots(figsize=(7, 4.5))
+  figure, axes = pyplot.subplots(figsize=(9, 4.5))
   mib = 2.0**20
   for name, entries in results['methods'].items():
-    whole = [(e['global_batch'], e['peak_bytes_per_device'] / mib) for e in entries
-             if e['microbatches'] == 1]
-    chunked = {}
-    for e in entries:  # The largest M at each batch: the fixed chunk.
-      chunked[e['global_batch']] = e['peak_bytes_per_device'] / mib
-    line, = axes.plot(*zip(*whole), '--', marker='o', label=f'{name}, M = 1')
-    axes.plot(*zip(*sorted(chunked.items())), '-', marker='o', color=line.get_color(),
-              label=f'{name}, fixed chunk')
+    for model in dict.fromkeys(e['model'] for e in entries):
+      rows = [e for e in entries if e['model'] == model]
+      whole = [(e['global_batch'], e['peak_bytes_per_device'] / mib) for e in rows
+               if e['microbatches'] == 1]
+      chunked = {}
+      for e in sorted(rows, key=lambda e: e['microbatches']):  # The largest M: the fixed chunk.
+        chunked[e['global_batch']] = e['peak_bytes_per_device'] / mib
+      line, = axes.plot(*zip(*sorted(chunked.items())), '-', marker='o',
+                        label=f'{name} ({model}), fixed chunk')
+      if whole:
+        axes.plot(*zip(*whole), '--', marker='o', color=line.get_color(),
+                  label=f'{name} ({model}), M = 1')
   axes.set_xscale('log', base=2)
   axes.set_yscale('log')
   axes.set_xlabel('global batch (8 devices)')
   axes.set_ylabel('peak MiB per device (XLA temp + arguments)')
-  axes.legend(fontsize=7)
+  axes.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   figure.tight_layout()
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=120)
@@ -192,18 +291,18 @@ def plot(results):
 def main(argv):
   del argv
   mesh = mesh_lib.make_mesh(devices=jax.devices()[:DEVICES])
-  words = [f'w{i}' for i in range(64)]
   batches = [int(b) for b in _BATCHES.value]
-  results = {'devices': DEVICES, 'device': jax.devices()[0].device_kind,
-             'chunk_rows_per_device': _CHUNK.value, 'timed_batch': _TIMED.value,
-             'whole_up_to': _WHOLE_UP_TO.value,
-             'rounds': _ROUNDS.value, 'model': 'configs/<method>.py:runlocal', 'methods': {}}
+  if _MODEL.value == 'base' and set(_METHODS.value) - set(BASE_METHODS):
+    raise app.UsageError(f'--model=base is for the pooled dual encoders '
+                         f'({", ".join(BASE_METHODS)}), not {", ".join(_METHODS.value)}')
+  measured = {}
   for name in _METHODS.value:
-    config = load_config(name, batches[0], 1)
-    tokenizer = tokenizer_lib.build_word_level(words, config.data.text_len)
-    results['methods'][name] = measure(name, batches, tokenizer, mesh)
+    tokenizer = build_tokenizer(load_config(name, batches[0], 1))
+    measured[name] = measure(name, batches, tokenizer, mesh)
   out_dir = pathlib.Path(_OUT_DIR.value)
-  files.write_json(out_dir / 'memory.json', results, indent=2)
+  path = out_dir / 'memory.json'
+  results = merged(json.loads(path.read_text()) if path.exists() else {}, measured)
+  files.write_json(path, results, indent=2)
   markdown = table(results)
   with files.atomic_file(out_dir / 'memory.md') as f:
     f.write(markdown)

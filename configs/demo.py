@@ -10,6 +10,9 @@ indexes and queries. See README.md for the Recall@K and time it reaches on a
 Arguments (`configs/demo.py:runlocal,steps=50`):
   runlocal: a seconds-long smoke run (tiny model, few steps, small splits).
   steps: number of training steps (default from the mode).
+  batch: the global batch (default 128); microbatches: chunks each device's
+    rows go through (default 1; docs/scaling.md), e.g.
+    `configs/clip.py:runlocal,steps=3,batch=16384,microbatches=256` on one CPU device.
 """
 
 import ml_collections
@@ -19,13 +22,13 @@ from jaxret.data import options as data_options
 
 
 def get_config(arg=None):
-  arg = args_lib.parse_arg(arg, runlocal=False, steps=0)
+  arg = args_lib.parse_arg(arg, runlocal=False, steps=0, batch=0, microbatches=1)
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.batch_size = 128
+  config.batch_size = arg.batch or 128
   # Chunks each device's batch goes through (gradient caching, exact to M=1;
   # docs/scaling.md); must divide the per-device batch.
-  config.microbatches = 1
+  config.microbatches = arg.microbatches
   config.total_steps = arg.steps or (4 if arg.runlocal else 350)
   config.log_every = 2 if arg.runlocal else 25
   config.eval_every = 4 if arg.runlocal else 100  # And at the last step; 0: never.

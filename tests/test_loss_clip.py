@@ -9,6 +9,7 @@ from jaxret.losses import clip
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.parallel import shard
 from test_loss_siglip import _all_eqns
+from test_loss_siglip import stacked_blocks
 
 
 def numpy_clip_loss(image_emb, text_emb, image_ids, scale):
@@ -120,3 +121,12 @@ def test_no_device_builds_more_than_a_local_block_of_logits():
         if eqn.primitive.name == 'dot_general' and len(shape) == 2 and local in shape:
           dot_shapes.add(shape)
   assert dot_shapes == {(local, local)}
+
+
+def test_ring_keeps_no_block_per_step_for_the_backward_pass():
+  """Each block is rematerialised in the backward pass, not stored: no (steps, n, n) array."""
+  image, text, ids = _inputs(n=64, d=4)  # n = 8 rows per device, embeddings 4 wide.
+  sharded = shard.over_batch(clip.clip_loss, mesh_lib.make_mesh(), replicated=('logit_scale',))
+  grad_fn = jax.grad(lambda x, y, s: sharded(image_emb=x, text_emb=y, image_ids=ids,
+                                             logit_scale=s)[0], argnums=(0, 1, 2))
+  assert not stacked_blocks(grad_fn, (image, text, jnp.float32(7.0)), 8)

@@ -133,3 +133,22 @@ def test_no_device_builds_more_than_a_local_block_of_logits():
         if eqn.primitive.name == 'dot_general' and len(shape) == 2 and local in shape:
           dot_shapes.add(shape)
   assert dot_shapes == {(local, local)}
+
+
+def stacked_blocks(grad_fn, args, local):
+  """Shapes of the arrays inside shard_map's traced gradient program that stack several
+  (n × n) blocks, (k, n, n): a ring loop keeping every step's block for the backward pass."""
+  jaxpr = jax.make_jaxpr(grad_fn)(*args).jaxpr
+  shard_maps = [e for e in _all_eqns(jaxpr) if e.primitive.name == 'shard_map']
+  assert shard_maps
+  return {var.aval.shape for outer in shard_maps for eqn in _all_eqns(outer.params['jaxpr'])
+          for var in eqn.outvars
+          if len(getattr(var.aval, 'shape', ())) > 2 and var.aval.shape[-2:] == (local, local)}
+
+
+def test_ring_keeps_no_block_per_step_for_the_backward_pass():
+  """Each block is rematerialised in the backward pass, not stored: no (steps, n, n) array."""
+  image, text, ids = _inputs(n=64, d=4)  # n = 8 rows per device, embeddings 4 wide.
+  sharded = _sharded_loss(mesh_lib.make_mesh())
+  grad_fn = jax.grad(lambda x, y, t, b: sharded(x, y, ids, t, b)[0], argnums=(0, 1, 2, 3))
+  assert not stacked_blocks(grad_fn, (image, text, jnp.float32(7.0), jnp.float32(-3.0)), 8)

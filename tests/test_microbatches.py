@@ -8,8 +8,10 @@ import jax
 import pytest
 
 from jaxret import errors
+from jaxret.data import tokenizer as tokenizer_lib
 from jaxret.parallel import mesh as mesh_lib
 from jaxret.train import setup
+from method_configs import load_config
 from test_sharding import _assert_same
 from test_sharding import _config
 from test_sharding import _run
@@ -70,3 +72,12 @@ def test_objectives_that_cannot_chunk_are_refused_by_name(loss_name):
   with pytest.raises(errors.UserError, match=f"loss '{loss_name}' cannot be split into "
                                              'microbatches .*; use microbatches=1'):
     _trainable(loss_name, 2)
+
+
+def test_config_arguments_give_a_giant_batch_and_refuse_an_m_that_does_not_divide_it():
+  config = load_config('clip', 'runlocal,batch=16384,microbatches=300')
+  assert (config.batch_size, config.microbatches) == (16384, 300)
+  tokenizer = tokenizer_lib.build_word_level(['a', 'b'], config.data.text_len)
+  with pytest.raises(errors.UserError, match=r'per-device batch of 16384 \(batch_size=16384 over '
+                                             r'1 device\); nearest valid: 256 or 512$'):
+    setup.Trainable(config, tokenizer, mesh_lib.make_mesh(devices=jax.devices()[:1]))

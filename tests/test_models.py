@@ -1,11 +1,13 @@
 """Model output shapes, parameter counts per variant, masking and pooling."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxret.models import dual_encoder
+from jaxret.models import layers
 from jaxret.models import text
 from jaxret.models import variants
 from jaxret.models import vit
@@ -48,6 +50,26 @@ def test_vit_outputs(pool):
   assert out['patch_tokens'].shape == (2, 16, 32)  # CLS excluded.
   assert out['encoded'].shape == (2, 17 if pool == 'cls' else 16, 32)
   assert 'block00' in out
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_patch_embedding_is_the_strided_convolution(use_bias):
+  """Same parameters (names, shapes, initial values) and the same function and kernel
+  gradient as a convolution with stride = kernel size, the ViT's former patch embedding."""
+  images = jax.random.normal(jax.random.key(1), (2, 16, 24, 3))
+  conv = nn.Conv(5, (8, 8), strides=(8, 8), padding='VALID', use_bias=use_bias)
+  patches = layers.PatchEmbedding(5, 8, use_bias=use_bias)
+  params = conv.init(jax.random.key(0), images)
+  patch_params = patches.init(jax.random.key(0), images)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, patch_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(patch_params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(patches.apply(params, images), conv.apply(params, images),
+                             rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, images))))(params)
+           for m in (conv, patches)]
+  for a, b in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_vit_sincos_has_no_position_parameter():

@@ -32,15 +32,17 @@ def symmetric_infonce(logits_i2t, logits_t2i, targets, *, axis_name=None):
 
 def _block_stats(rows, columns, row_ids, column_ids, logit_scale):
   """One (n × n) block's part of each row's softmax: log Σ exp, the sum and count of
-  the positive logits, the highest logit and whether its column is a positive."""
+  the positive logits, the highest logit and whether its column is a positive (the
+  last two for top-1 only, so no gradient flows through them)."""
   logits = logit_scale * rows @ columns.T
   positives = row_ids[:, None] == column_ids[None, :]
-  best = jnp.argmax(logits, axis=1)
+  scores = lax.stop_gradient(logits)
   return {'log_sum_exp': jax.nn.logsumexp(logits, axis=1),
-          'positive_sum': jnp.sum(jnp.where(positives, logits, 0.0), axis=1),
+          # A product, not a select: XLA would keep a broadcast (n × n) zero for the select.
+          'positive_sum': jnp.sum(logits * positives, axis=1),
           'positives': jnp.sum(positives, axis=1).astype(jnp.float32),
-          'best': jnp.max(logits, axis=1),
-          'hit': jnp.take_along_axis(positives, best[:, None], axis=1)[:, 0]}
+          'best': jnp.max(scores, axis=1),
+          'hit': column_ids[jnp.argmax(scores, axis=1)] == row_ids}
 
 
 def _combine(stats, block):
@@ -51,6 +53,33 @@ def _combine(stats, block):
           'positives': stats['positives'] + block['positives'],
           'best': jnp.maximum(stats['best'], block['best']),
           'hit': jnp.where(better, block['hit'], stats['hit'])}
+
+
+def _ring_row_stats(rows, columns, ids, logit_scale, axis_name):
+  """Each of this device's rows against every device's columns: its own columns first,
+  then those of the device before it on the ring, and so on (the columns and their ids
+  are passed one place around the ring after each block), the row statistics combined
+  block by block. Every block is computed inside the loop and rematerialised in the
+  backward pass (`jax.checkpoint`), so forward and backward hold one (n × n) block of
+  logits and its softmax at a time, not one per device."""
+
+  @jax.checkpoint
+  def add_block(stats, columns, column_ids):
+    return _combine(stats, _block_stats(rows, columns, ids, column_ids, logit_scale))
+
+  def visit_chunk(carry, _):
+    stats, columns, column_ids = carry
+    stats = add_block(stats, columns, column_ids)
+    # The last pass brings every device its own columns back, unused (n × D numbers).
+    return (stats, *gather.rotate((columns, column_ids), axis_name)), None
+
+  row = rows[:, 0]  # `full_like` keeps the rows' sharding type (varying over the devices).
+  no_columns = {'log_sum_exp': jnp.full_like(row, -jnp.inf), 'positive_sum': jnp.zeros_like(row),
+                'positives': jnp.zeros_like(row), 'best': jnp.full_like(row, -jnp.inf),
+                'hit': jnp.zeros_like(row, bool)}
+  (stats, _, _), _ = lax.scan(visit_chunk, (no_columns, columns, ids), None,
+                              length=gather.axis_size(axis_name))
+  return stats
 
 
 def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
@@ -67,12 +96,13 @@ def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
   row's term is log Σ_j exp(l_ij) − (Σ_{j ∈ pos(i)} l_ij) / |pos(i)|.
 
   Sharded, each device holds n = N / devices rows. It scores its images against
-  its own texts (and its texts against its own images), then passes its texts,
-  images and ids one place around the ring of devices (`lax.ppermute`), D − 1
-  times, accumulating every row's log Σ exp online (as flash attention does)
-  with the positives' sum and count. So no device holds more than an (n × n)
-  block of logits, forward or backward (each ring step is rematerialised for
-  the gradient rather than stored); the row sums are psum-ed. This equals the
+  its own texts, then passes its texts and ids one place around the ring of
+  devices (`lax.ppermute`) and scores those, until it has seen every device's,
+  accumulating every row's log Σ exp online (as flash attention does) with the
+  positives' sum and count; then the same for its texts against the images. So
+  no device holds more than one (n × n) block of logits at a time, forward or
+  backward (each block is rematerialised for the gradient rather than stored,
+  and the two directions go round one after the other); the row sums are psum-ed. This equals the
   single-device loss on the global batch, gradient included. A row's top-1 is
   right when its highest column has the row's image id.
 
@@ -87,30 +117,12 @@ def clip_loss(image_emb, text_emb, image_ids, logit_scale, *, axis_name=None):
   """
   images = image_emb.astype(jnp.float32)
   texts = text_emb.astype(jnp.float32)
-
-  def visit(columns):
-    column_texts, column_images, column_ids = columns
-    return (_block_stats(images, column_texts, image_ids, column_ids, logit_scale),
-            _block_stats(texts, column_images, image_ids, column_ids, logit_scale))
-
-  @jax.checkpoint
-  def visit_next_chunk_stats(stats, columns):
-    return tuple(_combine(s, b) for s, b in zip(stats, visit(columns)))
-
-  def visit_next_chunk(carry, _):
-    stats, columns = carry
-    columns = gather.rotate(columns, axis_name)
-    return (visit_next_chunk_stats(stats, columns), columns), None
-
-  columns = (texts, images, image_ids)
-  stats = visit(columns)
-  num_chunks = gather.axis_size(axis_name)
-  if num_chunks > 1:
-    (stats, _), _ = lax.scan(visit_next_chunk, (stats, columns), None, length=num_chunks - 1)
+  stats = (_ring_row_stats(images, texts, image_ids, logit_scale, axis_name),
+           _ring_row_stats(texts, images, image_ids, logit_scale, axis_name))
   local_sum = sum(jnp.sum(s['log_sum_exp'] - s['positive_sum'] / s['positives']) for s in stats)
   hits_i2t, hits_t2i = (jnp.sum(s['hit']) for s in stats)
   total, hits_i2t, hits_t2i = gather.psum((local_sum, hits_i2t, hits_t2i), axis_name)
-  global_size = images.shape[0] * num_chunks
+  global_size = images.shape[0] * gather.axis_size(axis_name)
   loss = total / (2 * global_size)
   return loss, {'logit_scale': logit_scale, 'i2t_top1': hits_i2t / global_size,
                 't2i_top1': hits_t2i / global_size}

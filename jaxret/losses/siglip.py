@@ -9,10 +9,12 @@ from jaxret.losses import gather
 
 def sigmoid_block_sum(image_emb, text_emb, image_ids, text_ids, temperature, bias):
   """−Σ_ij log σ(z_ij (t x_i·y_j + b)) over one (images × texts) block,
-  z_ij = +1 where the image ids match and −1 elsewhere."""
+  z_ij = +1 where the image ids match and −1 elsewhere; computed as
+  −Σ_ij log σ(−l_ij) − Σ_{ij: z_ij = +1} l_ij (log σ(l) = l + log σ(−l)), which
+  needs no (n × n) array of signs."""
   logits = temperature * image_emb @ text_emb.T + bias
-  signs = jnp.where(image_ids[:, None] == text_ids[None, :], 1.0, -1.0)
-  return -jnp.sum(jax.nn.log_sigmoid(signs * logits))
+  positives = image_ids[:, None] == text_ids[None, :]
+  return -jnp.sum(jax.nn.log_sigmoid(-logits)) - jnp.sum(logits * positives)
 
 
 def siglip_loss(image_emb, text_emb, image_ids, temperature, bias, *, axis_name=None):
@@ -31,9 +33,10 @@ def siglip_loss(image_emb, text_emb, image_ids, temperature, bias, *, axis_name=
   Sharded, no device ever holds more than an (n × n) block of logits, n = N /
   devices: each device scores its images against its own texts, then passes its
   texts (with their ids) one place around the ring of devices (`lax.ppermute`)
-  and scores the texts it received, D − 1 times, so every image meets every
-  text once. The gradient flows back around the ring (the transpose of a
-  permute is the reverse permute); the block sums are psum-ed. This equals the
+  and scores the texts it received, until every image has met every text once.
+  Each block is rematerialised in the backward pass rather than stored, and the
+  gradient flows back around the ring (the transpose of a permute is the
+  reverse permute); the block sums are psum-ed. This equals the
   single-device loss on the global batch, gradient included; big_vision's
   'chunked' sigmoid loss works the same way.
 
@@ -50,19 +53,22 @@ def siglip_loss(image_emb, text_emb, image_ids, temperature, bias, *, axis_name=
   image_emb = image_emb.astype(jnp.float32)
   text_emb = text_emb.astype(jnp.float32)
 
+  # Rematerialised in the backward pass: one (n × n) block at a time, not one per device.
+  @jax.checkpoint
   def block(texts, ids):
     return sigmoid_block_sum(image_emb, texts, image_ids, ids, temperature, bias)
 
-  def visit_next_chunk(carry, _):
+  def visit_chunk(carry, _):
     total, texts, ids = carry
-    texts, ids = gather.rotate((texts, ids), axis_name)
-    return (total + block(texts, ids), texts, ids), None
+    total = total + block(texts, ids)
+    # The last pass brings every device its own texts back, unused (n × D numbers).
+    return (total, *gather.rotate((texts, ids), axis_name)), None
 
-  total = block(text_emb, image_ids)
+  # Every block inside the loop, so that no two are computed side by side.
+  no_texts = jnp.zeros_like(image_emb[0, 0])  # Keeps the rows' sharding type.
   num_chunks = gather.axis_size(axis_name)
-  if num_chunks > 1:
-    (total, _, _), _ = lax.scan(visit_next_chunk, (total, text_emb, image_ids), None,
-                                length=num_chunks - 1)
+  (total, _, _), _ = lax.scan(visit_chunk, (no_texts, text_emb, image_ids), None,
+                              length=num_chunks)
   total = gather.psum(total, axis_name)
   loss = total / (image_emb.shape[0] * num_chunks)
   return loss, {'temperature': temperature, 'bias': bias}

@@ -36,6 +36,32 @@ def rematted(block_cls, remat_policy, **remat_options):
   return nn.remat(block_cls, policy=REMAT_POLICIES[remat_policy], **remat_options)
 
 
+class PatchEmbedding(nn.Module):
+  """Non-overlapping p x p patches projected to `features`: the same function and
+  parameters (`kernel` (p, p, C, features), `bias`) as a convolution with stride
+  p, computed as one matrix product over the patches' pixels. XLA's CPU backend
+  turns the strided convolution's kernel gradient into a slow dilated
+  convolution when the images come from a slice inside a loop (each chunk of
+  `config.microbatches`); a matrix product has no such case."""
+  features: int
+  patch_size: int
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    batch, height, width, channels = images.shape
+    patch = self.patch_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (patch, patch, channels, self.features), jnp.float32)
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+            if self.use_bias else None)
+    images, kernel, bias = nn.dtypes.promote_dtype(images, kernel, bias, dtype=self.dtype)
+    patches = images.reshape(batch, height // patch, patch, width // patch, patch, channels)
+    x = jnp.einsum('bhpwqc,pqcd->bhwd', patches, kernel)
+    return x if bias is None else x + bias
+
+
 class MlpBlock(nn.Module):
   mlp_dim: int
   activation: str = 'gelu'

@@ -67,8 +67,8 @@ class ViT(nn.Module):
     size = self.sizes()
     dtype = layers.as_dtype(self.dtype)
     patch, width = size['patch_size'], size['width']
-    x = nn.Conv(width, (patch, patch), strides=(patch, patch), padding='VALID',
-                use_bias=self.patch_bias, dtype=dtype, name='embedding')(images.astype(dtype))
+    x = layers.PatchEmbedding(width, patch, use_bias=self.patch_bias, dtype=dtype,
+                              name='embedding')(images.astype(dtype))
     batch, h, w, _ = x.shape
     x = x.reshape(batch, h * w, width)
     if self.cls_posemb and self.pool != 'cls':

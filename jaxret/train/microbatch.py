@@ -31,7 +31,8 @@ def check(microbatches, global_batch, mesh, objective, loss_name):
   """Refuses an M that does not divide the per-device batch, or an objective that cannot chunk."""
   if microbatches == 1:
     return
-  per_device = global_batch // mesh_lib.batch_shards(mesh)
+  shards = mesh_lib.batch_shards(mesh)
+  per_device = global_batch // shards
   if microbatches < 1 or per_device % microbatches:
     divisors = [m for m in range(1, per_device + 1) if per_device % m == 0]
     below = [m for m in divisors if m < microbatches][-1:]
@@ -39,7 +40,7 @@ def check(microbatches, global_batch, mesh, objective, loss_name):
     nearest = ' or '.join(str(m) for m in below + above)
     raise errors.UserError(
         f'microbatches={microbatches} does not divide the per-device batch of {per_device} '
-        f'(batch_size={global_batch} over {mesh_lib.batch_shards(mesh)} devices); '
+        f'(batch_size={global_batch} over {shards} device{"s" if shards > 1 else ""}); '
         f'nearest valid: {nearest}')
   if objective.CHUNKING is None:
     raise errors.UserError(
