@@ -30,7 +30,6 @@ Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 (log-log), one line per gallery size.
 """
 
-import json
 import os
 import subprocess
 import sys

@@ -3,17 +3,18 @@ r"""Memory per device of the training step against the global batch, with gradie
   python -m benchmarks.memory [--methods=clip,siglip,filip,irt,caption] \
       [--batches=512,1024,2048,4096,8192,16384] [--chunk=64] [--whole_up_to=16384] \
       [--timed_batch=1024] [--rounds=3] [--out_dir=benchmarks/results]
-  python -m benchmarks.memory --model=base --methods=clip,siglip \
+  python -m benchmarks.memory --model=base --methods=clip,siglip,wenlan,irt \
       --batches=1024,2048,4096,8192,16384 --whole_up_to=0     # compiled only
 
 On 8 simulated CPU devices, compiles each method's `train_step` for every
 global batch B, with `microbatches` M = B / (8 · chunk) so that each device's
 chunk stays `chunk` rows, and also with M = 1 (the whole batch at once) up to
 `whole_up_to`. `--model=runlocal` is `configs/<name>.py:runlocal` (the tiny
-model); `--model=base` gives a pooled dual encoder (clip, siglip) the sizes of
-configs/clip_b16.py: ViT-B/16 at 224 px, a 12-layer 512-wide text tower, a
+model); `--model=base` gives a pooled dual encoder (clip, siglip, wenlan, irt)
+the sizes of configs/clip_b16.py: ViT-B/16 at 224 px, a 12-layer 512-wide text tower, a
 49,408-token vocabulary, bf16 compute, scanned layers (`--remat` picks the
-remat policy). XLA's compiled memory analysis gives, per device, the temporary
+remat policy). A queue or memory is given the largest batch's size at every
+batch. XLA's compiled memory analysis gives, per device, the temporary
 bytes plus the argument bytes (the state and the batch):
 `peak_bytes_per_device`. Compiling needs no memory for the batch, so the large
 batches are compiled, not run. At `timed_batch` (runlocal only), the M = 1 step
@@ -75,7 +76,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 DEVICES = 8
 # The base model: configs/clip_b16.py's sizes and CLIP's BPE vocabulary size.
 BASE_CONFIG = 'clip_b16'
-BASE_METHODS = ('clip', 'siglip')
+BASE_METHODS = ('clip', 'siglip', 'wenlan', 'irt')
 BASE_VOCAB = 49_408
 # The batch that growth is measured from (the issue's goal: at most 1.25x up to 16,384).
 GROWTH_FROM = 1024
@@ -99,6 +100,11 @@ def load_config(name, batch, microbatches):
       config.model[key] = base.model[key]
     config.model.scan_layers, config.model.remat_policy = True, _REMAT.value
   config.batch_size, config.microbatches = batch, microbatches
+  # Queues and memories (a multiple of the global batch): the largest batch's size at
+  # every batch, so that the state is the same size along a method's rows.
+  for key in ('queue_size', 'memory_size'):
+    if config.loss.get(key):
+      config.loss[key] = max(int(b) for b in _BATCHES.value)
   return config
 
 

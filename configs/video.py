@@ -13,8 +13,10 @@ becomes the video tower (`jaxret/models/video.py`): the ViT on every frame
 (a one-block transformer over the frame vectors, the default) or 'mean' (the
 order-blind baseline). The method's model, loss and evaluator are those of
 `configs/<method>.py` (clip, siglip, filip, wenlan; caption: the slow
-captioner, cross-attending the space-time tokens); only the data and the image
-tower change. Evaluation: text→video and video→text Recall@1/5/10 and median
+captioner, cross-attending the space-time tokens; distill: Thinking Fast and
+Slow, the dual encoder distilled from a video captioner `slow=DIR` and
+evaluated against it and re-ranked by it, as `configs/distill.py`); only the
+data and the image tower change. Evaluation: text→video and video→text Recall@1/5/10 and median
 rank (`t2i_*`, `i2t_*` in the results: "image" is the clip).
 
 Result (docs/video.md): the temporal transformer against mean pooling on the
@@ -26,6 +28,11 @@ Arguments (`configs/video.py:runlocal,method=filip,temporal=mean,steps=50`):
   method: the config file whose model and loss are used (default clip).
   temporal: 'transformer' (default) or 'mean'.
   frames: frames per clip (default 8).
+  groups: train on groups of four temporal near-duplicates, batched together
+    (default True); groups=False: random train clips.
+  slow, fast, candidates: method=distill only (configs/distill.py's): the video
+    captioner's workdir (default /tmp/jaxret-video-slow), the undistilled video
+    dual encoder's ('' leaves its row out), how B_i is chosen.
 """
 
 import ml_collections
@@ -33,22 +40,27 @@ import ml_collections
 from jaxret.config import args as args_lib
 from jaxret.config import config_file
 
-METHODS = ('clip', 'siglip', 'filip', 'wenlan', 'caption')
+METHODS = ('clip', 'siglip', 'filip', 'wenlan', 'caption', 'distill')
 
 
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, steps=0, method='clip', temporal='transformer',
-                           frames=8)
+                           frames=8, groups=True, slow='/tmp/jaxret-video-slow', fast='', candidates='random')
   if arg.method not in METHODS:
     raise ValueError(f'unknown method {arg.method!r}; known: {", ".join(METHODS)}')
   base_arg = ','.join((['runlocal'] if arg.runlocal else [])
-                      + ([f'steps={arg.steps}'] if arg.steps else []))
+                      + ([f'steps={arg.steps}'] if arg.steps else [])
+                      + ([f'slow={arg.slow},fast={arg.fast},candidates={arg.candidates}']
+                         if arg.method == 'distill' else []))
   config = config_file.sibling(__file__, arg.method).get_config(base_arg or None)
   config.batch_size = 32 if arg.runlocal else 64
   config.total_steps = arg.steps or (4 if arg.runlocal else 600)
   config.optimizer.warmup_steps = 1 if arg.runlocal else 50
 
   config.data.source = 'builtin_video'
+  # Train clips in groups of near-duplicates too, batched group by group: a batch's
+  # clips differ in temporal order as well, so order is learnt (not only objects).
+  config.data.group_batches = arg.groups
   config.data.num_frames = arg.frames
   config.data.num_train = 500 if arg.runlocal else 20000
   # Multiples of 4: groups of temporal near-duplicates.

@@ -120,10 +120,8 @@ def _cross_inputs(n=16, d=8, memory=24, seed=1):
 
 def test_margin_contrastive_sum_matches_numpy_with_empty_slots_and_exclusions():
   emb, labels, _, slots, memory_emb, memory_labels = _image_inputs()
-  exclude = np.zeros((len(emb), len(memory_emb)), bool)
-  exclude[np.arange(len(emb)), slots] = True
   total, positives, negatives = irt.margin_contrastive_sum(
-      emb, labels, memory_emb, memory_labels, MARGIN, exclude=exclude)
+      emb, labels, memory_emb, memory_labels, MARGIN, excluded_column=slots)
   expected = numpy_contrastive_sum(emb, labels, memory_emb, memory_labels, MARGIN,
                                    excluded={(i, s) for i, s in enumerate(slots)})
   np.testing.assert_allclose(total, expected, rtol=1e-5, atol=1e-5)

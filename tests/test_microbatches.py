@@ -9,9 +9,12 @@ import pytest
 
 from jaxret import errors
 from jaxret.data import tokenizer as tokenizer_lib
+from jaxret.objectives import base
 from jaxret.parallel import mesh as mesh_lib
+from jaxret.train import microbatch
 from jaxret.train import setup
 from method_configs import load_config
+from test_sharding import _assert_close
 from test_sharding import _assert_same
 from test_sharding import _config
 from test_sharding import _run
@@ -20,8 +23,10 @@ from test_sharding import _single_device
 
 # On 8 devices: gradient caching with token embeddings (filip), a memory (irt),
 # a second parameter read by the loss (siglip's bias), candidates drawn at random
-# (distill), and accumulation (caption); clip on 1 device and with FSDP.
-CHUNKED = ('caption', 'distill', 'filip', 'irt', 'siglip')
+# (distill), momentum keys and queues (wenlan), and those with hard negatives and
+# masks drawn for the global batch and per-example terms added chunk by chunk
+# (albef); accumulation (caption); clip on 1 device and with FSDP.
+CHUNKED = ('albef', 'caption', 'distill', 'filip', 'irt', 'siglip', 'wenlan')
 
 
 def _chunked_run(loss_name, microbatches, mesh, rules=()):
@@ -35,7 +40,12 @@ def _chunked_run(loss_name, microbatches, mesh, rules=()):
 
 @pytest.mark.parametrize('loss_name', CHUNKED)
 def test_two_chunks_on_eight_devices_equal_one_pass(loss_name):
-  _assert_same(_single_device(loss_name), _chunked_run(loss_name, 2, mesh_lib.make_mesh()))
+  single = _single_device(loss_name)
+  chunked = _chunked_run(loss_name, 2, mesh_lib.make_mesh())
+  _assert_same(single, chunked)
+  # Queues and memories: written once per step, with the same keys.
+  for step, (one, two) in enumerate(zip(single, chunked)):
+    _assert_close(one['extra'], two['extra'], f'step {step} extra state')
 
 
 def test_four_chunks_on_one_device_equal_one_pass():
@@ -67,11 +77,20 @@ def test_microbatches_that_do_not_divide_the_per_device_batch_are_refused(microb
     _trainable('clip', microbatches)
 
 
-@pytest.mark.parametrize('loss_name', ['albef', 'wenlan'])
-def test_objectives_that_cannot_chunk_are_refused_by_name(loss_name):
-  with pytest.raises(errors.UserError, match=f"loss '{loss_name}' cannot be split into "
-                                             'microbatches .*; use microbatches=1'):
-    _trainable(loss_name, 2)
+class _WholeBatchObjective(base.Objective):
+  """An objective that declares no chunking (as a new method might)."""
+
+  def __call__(self, params, extra, batch, rng, step):
+    raise NotImplementedError
+
+
+def test_objectives_that_cannot_chunk_are_refused_by_name():
+  mesh = mesh_lib.make_mesh()
+  with pytest.raises(errors.UserError, match="loss 'whole' cannot be split into microbatches "
+                                             r'\(its loss is not split into embeddings and a '
+                                             r'loss on them\); use microbatches=1$'):
+    microbatch.check(2, 32, mesh, _WholeBatchObjective, 'whole')
+  microbatch.check(1, 32, mesh, _WholeBatchObjective, 'whole')  # One pass needs no chunking.
 
 
 def test_config_arguments_give_a_giant_batch_and_refuse_an_m_that_does_not_divide_it():

@@ -72,6 +72,24 @@ def test_patch_embedding_is_the_strided_convolution(use_bias):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_patch_expansion_is_the_strided_transposed_convolution():
+  """The feature pyramid's 2x upsampling: flax's ConvTranspose (kernel = stride = 2),
+  with the same parameters, function and gradients."""
+  grid = jax.random.normal(jax.random.key(1), (2, 3, 4, 6))
+  transposed = nn.ConvTranspose(5, (2, 2), strides=(2, 2))
+  expansion = layers.PatchExpansion(5, 2)
+  params = transposed.init(jax.random.key(0), grid)
+  expansion_params = expansion.init(jax.random.key(0), grid)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expansion_params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(expansion.apply(params, grid), transposed.apply(params, grid),
+                             rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda p, m=m: jnp.sum(jnp.sin(m.apply(p, grid))))(params)
+           for m in (transposed, expansion)]
+  for a, b in zip(*map(jax.tree.leaves, grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_vit_sincos_has_no_position_parameter():
   model = vit.ViT(variant='mu/8', posemb='sincos2d')
   params = model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))

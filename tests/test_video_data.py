@@ -13,8 +13,8 @@ from jaxret.data.builtin import video
 from jaxret.serve import contact_sheet
 
 CONFIG = ml_collections.ConfigDict(dict(
-    seed=3, num_train=60, num_val=8, num_test=16, num_frames=8, image_size=32,
-    captions_per_image=5))
+    source='builtin_video', seed=3, num_train=60, num_val=8, num_test=16, num_frames=8,
+    image_size=32, captions_per_image=5))
 
 
 @pytest.fixture(scope='module')
@@ -62,6 +62,36 @@ def test_groups_are_temporal_near_duplicates(splits):
 
 def _clip(*events, objects=(('red', 'circle'), ('blue', 'square'))):
   return clips_lib.Clip(objects=objects, starts=((20.0, 20.0), (40.0, 40.0)), events=events)
+
+
+def test_grouped_train_split_batches_whole_groups_of_near_duplicates(splits):
+  """With data.group_batches the train clips come in groups of four near-duplicates
+  too (none sharing a held-out key), and a training batch holds whole groups."""
+  config = ml_collections.ConfigDict({**CONFIG.to_dict(), 'group_batches': True})
+  train = video.load_split(config, 'train')
+  assert splits['train'].groups is None
+  np.testing.assert_array_equal(train.groups, np.arange(60) // 4)
+  shown = video.clips_of_split(config, 'train')
+  for group in range(3):
+    (base, b0), (reversed_base, b1), (swapped, b2), (reversed_swapped, b3) = shown[
+        4 * group:4 * group + 4]
+    assert (b0, b1, b2, b3) == (False, True, False, True)
+    assert base == reversed_base and reversed_swapped == swapped == clips_lib.swapped(base)
+    # The reversed clip is the same frames backwards.
+    np.testing.assert_array_equal(train.images[4 * group + 1], train.images[4 * group][::-1])
+  held_out = {video.described(*c).key for split in ('val', 'test')
+              for c in video.clips_of_split(config, split)}
+  assert not held_out & {video.described(*c).key for c in shown}
+  # The epoch's order of the pairs (5 captions an image): every 8 pairs are two whole groups.
+  images = np.repeat(np.arange(60), 5)
+  order = pipeline.grouped_order(train.groups[images], images, seed=0)
+  for batch in order[:40].reshape(5, 8):
+    assert sorted(np.bincount(train.groups[images[batch]]).tolist())[-2:] == [4, 4]
+    assert len(set(images[batch].tolist())) == 8
+  with pytest.raises(ValueError, match=r'data.num_train \(with data.group_batches\) must be '
+                                       r'a multiple of 4'):
+    video.clips_of_split(ml_collections.ConfigDict({**config.to_dict(), 'num_train': 61}),
+                         'train')
 
 
 def test_reversal_undoes_each_event_in_the_opposite_order():

@@ -222,3 +222,29 @@ def test_methods_benchmark_reports_the_video_towers_step_time_and_memory(tmp_pat
   assert clips < entry['argument_bytes_per_device'] < 2 * clips
   assert entry['temp_bytes_per_device'] > 0
   assert f'{entry["peak_bytes_per_device"] / 2**20:.1f}' in result.stdout
+
+
+def test_fast_and_slow_on_video_distils_from_a_video_captioner_and_reranks(tmp_path):
+  """configs/video.py:method=caption is the slow model over space-time tokens;
+  method=distill distils the video dual encoder from it, and its evaluation
+  compares Fast distilled, Slow and Fast+Slow on the test clips."""
+  from conftest import run_main  # pylint: disable=import-outside-toplevel
+  slow_dir, workdir = tmp_path / 'slow', tmp_path / 'fast'
+  run_main('--mode=train', '--config=configs/video.py:runlocal,method=caption,steps=1',
+           f'--workdir={slow_dir}', '--config.eval_every=0')
+  run_main('--mode=train', f'--config=configs/video.py:runlocal,method=distill,steps=2,'
+           f'slow={slow_dir},candidates=student', f'--workdir={workdir}',
+           '--config.eval_every=0')
+  config = workdir_config.load(str(workdir))
+  assert (config.data.source, config.loss.name, config.loss.teacher) == (
+      'builtin_video', 'distill', str(slow_dir))
+  run_main('--mode=eval', f'--workdir={workdir}')
+  with open(workdir / 'eval' / 'fast_slow.json') as f:
+    report = json.load(f)
+  assert [(row['name'], row['k']) for row in report['rows']] == [
+      ('Fast distilled', None), ('Slow', None), ('Fast+Slow', 5), ('Fast+Slow', 10)]
+  assert report['slow_model'] == 'SlowCaptioner' and report['gallery'] == config.data.num_test
+  fast, _, top5, top10 = report['rows']
+  # Re-ranking reorders only the top K: from K on, recall is the fast model's.
+  assert top5['t2i/R@5'] == fast['t2i/R@5'] and top5['t2i/R@10'] == fast['t2i/R@10']
+  assert top10['t2i/R@10'] == fast['t2i/R@10']

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxret.losses import gather
 from jaxret.losses import logits as logits_lib
 from jaxret.losses import queue as queue_lib
+from jaxret.losses import row_blocks
 
 
 def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queue, text_queue,
@@ -29,7 +30,8 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
 
   Sharded: each device scores its own rows against the all-gathered momentum
   keys (no gradient needed: they are constants) and the replicated queue, and
-  the row sums are psum-ed, which equals the single-device loss.
+  the row sums are psum-ed, which equals the single-device loss. The logits
+  are taken a block of rows at a time (`row_blocks`).
 
   Args:
     image_emb, text_emb: (n, D) online unit embeddings of this device's pairs.
@@ -49,10 +51,11 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
   all_ids = gather.all_gather(image_ids, axis_name)
   key_ids = jnp.concatenate([all_ids, queue_ids.astype(all_ids.dtype)])
   valid = key_ids != queue_lib.EMPTY_ID
-  same_id = gather.same_id_targets(image_ids, key_ids)
 
-  def direction(queries, queries_m, keys):
-    keys = keys.astype(jnp.float32)
+  def row_sums(rows, columns):
+    queries, queries_m, row_ids = rows
+    keys, temperature, alpha = columns
+    same_id = gather.same_id_targets(row_ids, key_ids)
     logits = logits_lib.masked_logits(queries.astype(jnp.float32) @ keys.T / temperature, valid)
     logits_m = logits_lib.masked_logits(
         queries_m.astype(jnp.float32) @ keys.T / temperature, valid)
@@ -60,6 +63,11 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
         alpha * jax.nn.softmax(logits_m, axis=-1) + (1 - alpha) * same_id)
     return (logits_lib.soft_cross_entropy_sum(logits, targets),
             logits_lib.top1_hits(logits, same_id).sum())
+
+  def direction(queries, queries_m, keys):
+    # A block of rows at a time: (block × (N + K)) logits, whatever the batch.
+    return row_blocks.block_sums(row_sums, (queries, queries_m, image_ids),
+                                 (keys.astype(jnp.float32), temperature, alpha))
 
   sum_i2t, hits_i2t = direction(image_emb, image_emb_m,
                                 jnp.concatenate([all_text_m, text_queue.astype(all_text_m.dtype)]))

@@ -5,29 +5,6 @@ from jax import lax
 import jax.numpy as jnp
 
 from jaxret.losses import gather
-from jaxret.losses import logits as logits_lib
-
-
-def symmetric_infonce(logits_i2t, logits_t2i, targets, *, axis_name=None):
-  """`clip_loss` (and FILIP's) from the logits of both directions, and their top-1.
-
-    L = 1/(2N) Σ_i [ H(P_i, softmax logits_i2t(i, ·)) + H(P_i, softmax logits_t2i(i, ·)) ]
-
-  over the global batch of N pairs, from this device's rows of logits against
-  all N columns and the soft targets P (n, N); the row sums are psum-ed. A
-  row's top-1 is right when its highest column has the row's image id.
-
-  Returns:
-    (loss, {'i2t_top1', 't2i_top1'}) with scalar, replicated values.
-  """
-  local_sum = (logits_lib.soft_cross_entropy_sum(logits_i2t, targets)
-               + logits_lib.soft_cross_entropy_sum(logits_t2i, targets))
-  hits_i2t = logits_lib.top1_hits(logits_i2t, targets).sum()
-  hits_t2i = logits_lib.top1_hits(logits_t2i, targets).sum()
-  global_size = targets.shape[1]
-  total, hits_i2t, hits_t2i = gather.psum((local_sum, hits_i2t, hits_t2i), axis_name)
-  loss = total / (2 * global_size)
-  return loss, {'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
 
 
 def _block_stats(rows, columns, row_ids, column_ids, logit_scale):

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxret import errors
-from jaxret.losses import clip
 from jaxret.losses import gather
+from jaxret.losses import logits as logits_lib
+from jaxret.losses import row_blocks
 
 
 def _masked_max(values, mask, axis):
@@ -113,7 +114,8 @@ def filip_loss(image_tokens, text_tokens, text_mask, image_ids, logit_scale, *,
 
   Sharded: each device scores its images against the all-gathered text tokens
   and its texts against the all-gathered patch tokens (gathered with gradient),
-  so a device holds an (n, N, P, L) similarity block; the row sums are psum-ed,
+  a block of rows at a time (`row_blocks`: a device holds about
+  `row_blocks.ELEMENTS` token similarities, not (n, N, P, L)); the row sums are psum-ed,
   which equals the single-device loss. With keep_fraction < 1 each device first
   keeps its examples' top tokens (`select_top_tokens`), so less is gathered.
 
@@ -134,10 +136,29 @@ def filip_loss(image_tokens, text_tokens, text_mask, image_ids, logit_scale, *,
   all_texts = gather.all_gather(text_tokens, axis_name)
   all_masks = gather.all_gather(text_mask, axis_name)
   all_ids = gather.all_gather(image_ids, axis_name)
-  targets = gather.same_id_targets(image_ids, all_ids)
-  logits_i2t = logit_scale * image_to_text_similarity(image_tokens, all_texts, all_masks)
-  logits_t2i = logit_scale * text_to_image_similarity(text_tokens, text_mask, all_images)
-  loss, metrics = clip.symmetric_infonce(logits_i2t, logits_t2i, targets, axis_name=axis_name)
+
+  def row_sums(rows, columns):
+    images, texts, masks, ids = rows
+    all_images, all_texts, all_masks, all_ids, logit_scale = columns
+    targets = gather.same_id_targets(ids, all_ids)
+    logits_i2t = logit_scale * image_to_text_similarity(images, all_texts, all_masks)
+    logits_t2i = logit_scale * text_to_image_similarity(texts, masks, all_images)
+    return (logits_lib.soft_cross_entropy_sum(logits_i2t, targets)
+            + logits_lib.soft_cross_entropy_sum(logits_t2i, targets),
+            logits_lib.top1_hits(logits_i2t, targets).sum(),
+            logits_lib.top1_hits(logits_t2i, targets).sum())
+
+  # A block of rows at a time: (rows × N × P × L) similarities of about
+  # `row_blocks.ELEMENTS`, and no (n × N) array, whatever the batch.
+  per_row = all_images.shape[0] * image_tokens.shape[1] * text_tokens.shape[1]
+  local_sum, hits_i2t, hits_t2i = row_blocks.block_sums(
+      row_sums, (image_tokens, text_tokens, text_mask, image_ids),
+      (all_images, all_texts, all_masks, all_ids, logit_scale),
+      most=row_blocks.rows_within(per_row))
+  global_size = all_ids.shape[0]
+  total, hits_i2t, hits_t2i = gather.psum((local_sum, hits_i2t, hits_t2i), axis_name)
+  loss = total / (2 * global_size)
+  metrics = {'i2t_top1': hits_i2t / global_size, 't2i_top1': hits_t2i / global_size}
   return loss, {'logit_scale': logit_scale, **metrics}
 
 

@@ -11,36 +11,46 @@ image id).
 import jax.numpy as jnp
 
 from jaxret.losses import gather
+from jaxret.losses import row_blocks
 
 MARGIN = 0.5
 KOLEO_EPS = 1e-8
 
 
 def margin_contrastive_sum(anchors, anchor_labels, references, reference_labels, margin,
-                           exclude=None):
+                           excluded_column=None):
   """Σ_ij [y_i = y_j] (1 − s_ij) + [y_i ≠ y_j] [s_ij > β] s_ij, s_ij = a_i·r_j.
 
   The negative term is the reference code's (pytorch-metric-learning's
   ContrastiveLoss with neg_margin β as used by IRT): s_ij itself over the
   negatives above the margin. The paper writes it as the hinge (s_ij − β)+,
   which differs by β per active negative and has the same gradient.
-
   References with a negative label are empty memory slots and never count;
-  `exclude` (n, R) bool masks further pairs (an anchor with itself).
+  `excluded_column` (n,) int leaves out one reference of each anchor (its own
+  column or memory slot; −1: none). Taken a block of anchors at a time
+  (`row_blocks`: (block × R) similarities, whatever the batch).
 
   Returns:
     (sum, number of positive pairs, number of active negative pairs).
   """
-  similarity = anchors.astype(jnp.float32) @ references.astype(jnp.float32).T
-  counted = jnp.broadcast_to(reference_labels[None, :] >= 0, similarity.shape)
-  if exclude is not None:
-    counted = counted & ~exclude
-  same = anchor_labels[:, None] == reference_labels[None, :]
-  positive = same & counted
-  negative = ~same & counted & (similarity > margin)
-  total = (jnp.sum(jnp.where(positive, 1.0 - similarity, 0.0))
-           + jnp.sum(jnp.where(negative, similarity, 0.0)))
-  return total, positive.sum(), negative.sum()
+  if excluded_column is None:
+    excluded_column = jnp.full(anchor_labels.shape, -1, jnp.int32)
+
+  def row_sums(rows, columns):
+    anchors, anchor_labels, excluded_column = rows
+    references, reference_labels = columns
+    similarity = anchors.astype(jnp.float32) @ references.astype(jnp.float32).T
+    counted = ((reference_labels[None, :] >= 0)
+               & (excluded_column[:, None] != jnp.arange(references.shape[0])[None, :]))
+    same = anchor_labels[:, None] == reference_labels[None, :]
+    positive = same & counted
+    negative = ~same & counted & (similarity > margin)
+    total = (jnp.sum(jnp.where(positive, 1.0 - similarity, 0.0))
+             + jnp.sum(jnp.where(negative, similarity, 0.0)))
+    return total, positive.sum(), negative.sum()
+
+  return row_blocks.block_sums(row_sums, (anchors, anchor_labels, excluded_column),
+                               (references, reference_labels))
 
 
 def _safe_norm(x):
@@ -61,12 +71,18 @@ def koleo_sum(emb, identity, *, axis_name=None, eps=KOLEO_EPS):
   emb = emb.astype(jnp.float32)
   all_emb = gather.all_gather(emb, axis_name)
   all_identity = gather.all_gather(identity, axis_name)
-  candidate = identity[:, None] != all_identity[None, :]
-  dots = jnp.where(candidate, emb @ all_emb.T, -jnp.inf)
-  neighbour = all_emb[jnp.argmax(dots, axis=1)]
-  has_neighbour = candidate.any(axis=1)
-  log_distance = jnp.log(_safe_norm(emb - neighbour) + eps)
-  return -jnp.sum(jnp.where(has_neighbour, log_distance, 0.0)), has_neighbour.sum()
+
+  def row_sums(rows, columns):  # A block of rows at a time (`row_blocks`).
+    emb, identity = rows
+    all_emb, all_identity = columns
+    candidate = identity[:, None] != all_identity[None, :]
+    dots = jnp.where(candidate, emb @ all_emb.T, -jnp.inf)
+    neighbour = all_emb[jnp.argmax(dots, axis=1)]
+    has_neighbour = candidate.any(axis=1)
+    log_distance = jnp.log(_safe_norm(emb - neighbour) + eps)
+    return -jnp.sum(jnp.where(has_neighbour, log_distance, 0.0)), has_neighbour.sum()
+
+  return row_blocks.block_sums(row_sums, (emb, identity), (all_emb, all_identity))
 
 
 def koleo(emb, identity, *, axis_name=None, eps=KOLEO_EPS):
@@ -109,10 +125,10 @@ def irt_image_loss(emb, labels, identity, memory_slots, memory_emb, memory_label
   rows = gather.local_offset(emb.shape[0], axis_name) + jnp.arange(emb.shape[0])
   batch_sum, batch_pos, batch_neg = margin_contrastive_sum(
       emb, labels, all_emb, all_labels, margin,
-      exclude=rows[:, None] == jnp.arange(all_emb.shape[0])[None, :])
+      excluded_column=rows)
   memory_sum, memory_pos, memory_neg = margin_contrastive_sum(
       emb, labels, memory_emb, memory_labels, margin,
-      exclude=memory_slots[:, None] == jnp.arange(memory_emb.shape[0])[None, :])
+      excluded_column=memory_slots)
   sums = gather.psum((batch_sum + memory_sum, batch_pos + memory_pos, batch_neg + memory_neg),
                      axis_name)
   contrastive = sums[0] / all_emb.shape[0]

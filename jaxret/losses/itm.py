@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from jaxret.losses import gather
 from jaxret.losses import logits as logits_lib
+from jaxret.losses import row_blocks
 
 
 def sample_hard_negatives(rng, similarities, row_ids, column_ids):
@@ -29,6 +30,39 @@ def sample_hard_negatives(rng, similarities, row_ids, column_ids):
   has_negative = allowed.any(axis=1)
   indices = jax.random.categorical(rng, logits, axis=-1)
   return jnp.where(has_negative, indices, 0).astype(jnp.int32), has_negative
+
+
+def hard_negatives(rng, queries, keys, row_ids, temperature, *, axis_name=None):
+  """`sample_hard_negatives` of this device's rows against the global batch's keys,
+  with similarities queries · keys / temperature (no gradient), a block of rows
+  at a time (`row_blocks`: (block × N) similarities, whatever the batch).
+
+  Each row draws with its own key, `fold_in(rng, its row in the global batch)`,
+  so the draws depend on neither the device count nor the blocking.
+
+  Args:
+    rng: the step's key (the same on every device).
+    queries: (n, D) this device's rows; keys: (n, D) this device's share of the
+      columns (all-gathered here); row_ids: (n,) image ids of this device's rows.
+
+  Returns:
+    (indices (n,) into the global batch, has_negative (n,)), as `sample_hard_negatives`.
+  """
+  keys = gather.all_gather_no_grad(keys, axis_name).astype(jnp.float32)
+  column_ids = gather.all_gather(row_ids, axis_name)
+  rows = gather.local_offset(row_ids.shape[0], axis_name) + jnp.arange(row_ids.shape[0])
+
+  def draw(block, shared):
+    queries, row_ids, rows = block
+    keys, temperature = shared
+    similarities = jax.lax.stop_gradient(queries).astype(jnp.float32) @ keys.T / temperature
+    one_row = lambda row, sims, row_id: sample_hard_negatives(
+        jax.random.fold_in(rng, row), sims[None], row_id[None], column_ids)
+    indices, has_negative = jax.vmap(one_row)(rows, similarities, row_ids)
+    return indices[:, 0], has_negative[:, 0]
+
+  return row_blocks.block_map(draw, (queries, row_ids, rows),
+                              (keys, jax.lax.stop_gradient(temperature)))
 
 
 def itm_loss(logits, labels, weights, *, axis_name=None):

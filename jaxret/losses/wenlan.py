@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jaxret.losses import gather
 from jaxret.losses import logits as logits_lib
 from jaxret.losses import queue as queue_lib
+from jaxret.losses import row_blocks
 
 
 def moco_loss(queries, positive_keys, query_ids, key_queue, queue_ids, temperature, *,
@@ -21,25 +22,34 @@ def moco_loss(queries, positive_keys, query_ids, key_queue, queue_ids, temperatu
   own image, which are not negatives (the issue's rule for queue ids; MoCo
   itself has no ids and keeps them). Keys carry no gradient. Sharded: each
   device's rows, psum of the row sums (the positive is row-wise, the queue
-  replicated).
+  replicated), the logits taken a block of rows at a time (`row_blocks`).
 
   Args:
     queries: (n, D) unit query embeddings; positive_keys: (n, D) unit keys.
     query_ids: (n,) image ids; key_queue: (K, D); queue_ids: (K,).
     temperature: T (fixed).
   """
-  queries = queries.astype(jnp.float32)
-  positive_keys = jax.lax.stop_gradient(positive_keys).astype(jnp.float32)
   key_queue = jax.lax.stop_gradient(key_queue).astype(jnp.float32)
-  positive = jnp.sum(queries * positive_keys, axis=-1) / temperature
-  keep = jnp.broadcast_to(queue_ids[None, :] != queue_lib.EMPTY_ID,
-                          (queries.shape[0], queue_ids.shape[0]))
-  if exclude_same_id:
-    keep &= query_ids[:, None] != queue_ids[None, :]
-  negatives = logits_lib.masked_logits(queries @ key_queue.T / temperature, keep)
-  logits = jnp.concatenate([positive[:, None], negatives], axis=1)
-  local_sum = -jnp.sum(jax.nn.log_softmax(logits, axis=-1)[:, 0])
-  hits = jnp.sum(logits_lib.top1_matches(logits, 0))  # The positive is column 0.
+
+  def row_sums(rows, columns):
+    queries, positive_keys, query_ids = rows
+    key_queue, queue_ids = columns
+    queries = queries.astype(jnp.float32)
+    positive_keys = jax.lax.stop_gradient(positive_keys).astype(jnp.float32)
+    positive = jnp.sum(queries * positive_keys, axis=-1) / temperature
+    keep = jnp.broadcast_to(queue_ids[None, :] != queue_lib.EMPTY_ID,
+                            (queries.shape[0], queue_ids.shape[0]))
+    if exclude_same_id:
+      keep &= query_ids[:, None] != queue_ids[None, :]
+    negatives = logits_lib.masked_logits(queries @ key_queue.T / temperature, keep)
+    logits = jnp.concatenate([positive[:, None], negatives], axis=1)
+    # The positive is column 0.
+    return (-jnp.sum(jax.nn.log_softmax(logits, axis=-1)[:, 0]),
+            jnp.sum(logits_lib.top1_matches(logits, 0)))
+
+  # A block of rows at a time: (block × K) logits, whatever the batch.
+  local_sum, hits = row_blocks.block_sums(row_sums, (queries, positive_keys, query_ids),
+                                          (key_queue, queue_ids))
   total, hits = gather.psum((local_sum, hits), axis_name)
   global_size = queries.shape[0] * gather.axis_size(axis_name)
   return total / global_size, hits / global_size

@@ -62,6 +62,28 @@ class PatchEmbedding(nn.Module):
     return x if bias is None else x + bias
 
 
+class PatchExpansion(nn.Module):
+  """Each token of a (B, H, W, C) grid to a p x p block of `features`: the same
+  function and parameters (`kernel` (p, p, C, features), `bias`) as flax's
+  `ConvTranspose` with kernel size and stride p (which applies the kernel
+  flipped), computed as one matrix product, for the reason `PatchEmbedding`
+  gives."""
+  features: int
+  factor: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, grid):
+    batch, height, width, channels = grid.shape
+    factor = self.factor
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (factor, factor, channels, self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    grid, kernel, bias = nn.dtypes.promote_dtype(grid, kernel, bias, dtype=self.dtype)
+    x = jnp.einsum('bhwc,pqcd->bhpwqd', grid, kernel[::-1, ::-1])
+    return x.reshape(batch, height * factor, width * factor, self.features) + bias
+
+
 class MlpBlock(nn.Module):
   mlp_dim: int
   activation: str = 'gelu'

@@ -5,7 +5,9 @@ higher-resolution maps, so the decoder attends to a finer grid. A ViT's blocks
 all share the patch grid, so the ViT counterpart here (as in ViTDet's simple
 pyramid) upsamples the final token map 2x with a transposed convolution, adds an
 upsampled earlier block's map, and adds a convolutional stem over the pixels at
-the finer stride (patch / 2), which carries the detail the patch grid loses:
+the finer stride (patch / 2), which carries the detail the patch grid loses
+(both written as matrix products, `layers.PatchExpansion` and
+`layers.PatchEmbedding`, with the convolutions' parameters):
 small objects and exact positions. `coarse` uses the final patch grid alone.
 """
 
@@ -13,6 +15,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from jaxret.models import layers
 
 LEVELS = ('coarse', 'fine')
 
@@ -40,14 +44,14 @@ class FeaturePyramid(nn.Module):
 
     def upsample(tokens_, name):
       grid = tokens_.reshape(batch, side, side, width)
-      return nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype, name=name)(grid)
+      return layers.PatchExpansion(width, 2, dtype=self.dtype, name=name)(grid)
 
     middle = vit_out[self.mid_block]
     if middle.shape[1] != tokens:  # Drop the CLS token.
       middle = middle[:, 1:]
     stride = self.patch_size // 2
-    stem = nn.Conv(width, (stride, stride), strides=(stride, stride), padding='VALID',
-                   dtype=self.dtype, name='stem')(images.astype(self.dtype))
+    stem = layers.PatchEmbedding(width, stride, dtype=self.dtype, name='stem')(
+        images.astype(self.dtype))
     fine = upsample(final, 'up_final') + upsample(middle, 'up_middle') + stem
     fine = nn.LayerNorm(name='norm')(fine)
     return fine.reshape(batch, 4 * tokens, width)

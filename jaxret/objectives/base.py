@@ -98,10 +98,24 @@ class EmbeddingObjective(Objective):
   labels), so gradient caching applies (`CHUNKING = 'embeddings'`):
     embed(params, batch) -> {name: (rows, ...)} per-example embeddings, with no
       randomness (a chunk's embeddings must not depend on the chunking),
+    embed_keys(extra, batch) -> {name: (rows, ...)} per-example embeddings
+      read from the extra state and never differentiated (a momentum encoder's
+      keys); {} here,
     loss_from_embeddings(params, extra, embeddings, batch, rng, step)
-      -> (loss, metrics, new extra) on the global batch's embeddings; any
-      randomness is drawn here, for the global batch, and the parameters it
-      reads directly (a logit scale) are differentiated here.
+      -> (loss, metrics, new extra) on the global batch's embeddings (both
+      dicts in one); any randomness of this loss is drawn here, for the global
+      batch, and the parameters it reads directly (a logit scale) are
+      differentiated here.
+  An objective that adds per-example terms needing more than embeddings
+  (ALBEF's ITM and MLM) declares them for the chunked step in two more hooks:
+    draw(params, extra, embeddings, batch, rng, step) -> the terms'
+      randomness, drawn once for the global batch from the (undifferentiated)
+      embeddings (None here),
+    chunk_pass(params, extra, batch, draws, select, step)
+      -> (the chunk's `embed` output, loss, metrics): the chunk is
+      `select(batch)` (`select` takes any global-batch tree to this chunk's
+      rows); loss and metrics are this chunk's share of the global batch's
+      (they are summed over chunks). Here: `embed` and no terms.
   """
 
   CHUNKING = 'embeddings'
@@ -110,9 +124,22 @@ class EmbeddingObjective(Objective):
   def embed(self, params, batch):
     """Per-example embeddings of the batch, every leaf with the batch's leading axis."""
 
+  def embed_keys(self, extra, batch):
+    del extra, batch
+    return {}
+
   @abc.abstractmethod
   def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
     """(loss, metrics, new extra state) from the global batch's embeddings."""
 
+  def draw(self, params, extra, embeddings, batch, rng, step):
+    del params, extra, embeddings, batch, rng, step
+    return None
+
+  def chunk_pass(self, params, extra, batch, draws, select, step):
+    del extra, draws, step
+    return self.embed(params, select(batch)), jnp.zeros((), jnp.float32), {}
+
   def __call__(self, params, extra, batch, rng, step):
-    return self.loss_from_embeddings(params, extra, self.embed(params, batch), batch, rng, step)
+    embeddings = {**self.embed(params, batch), **self.embed_keys(extra, batch)}
+    return self.loss_from_embeddings(params, extra, embeddings, batch, rng, step)

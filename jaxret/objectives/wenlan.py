@@ -14,7 +14,7 @@ from jaxret.parallel import shard
 QUEUE_INITS = ('random', 'empty')
 
 
-class WenLanObjective(base.Objective):
+class WenLanObjective(base.EmbeddingObjective):
   """Image queries against text keys (the momentum text encoder's, plus a text
   queue) and text queries against image keys and an image queue
   (`losses/wenlan.py`), on a dual encoder.
@@ -29,11 +29,11 @@ class WenLanObjective(base.Objective):
 
   Extra state: `momentum` (the EMA of the parameters) and `queue` (`ids`,
   `image`, `text`, `ptr`). Each step enqueues the momentum keys of the whole
-  global batch after the loss; `after_update` moves the EMA.
+  global batch after the loss (once per step, also in microbatches: the keys
+  are `embed_keys`, computed chunk by chunk); `after_update` moves the EMA.
   """
 
   LOSS_KEYS = ('queue_size', 'momentum', 'temperature', 'exclude_same_id', 'queue_init')
-  CHUNKING_REFUSAL = 'its momentum queues are not chunked'
 
   def __init__(self, model, mesh, loss_config, tokenizer):
     super().__init__(model, mesh, loss_config, tokenizer)
@@ -57,21 +57,26 @@ class WenLanObjective(base.Objective):
     return {'momentum': momentum_lib.copy(params),
             'queue': queue_lib.init(self.queue_size, {'image': dim, 'text': dim}, rng=rng)}
 
-  def _embed(self, params, batch):
+  def embed(self, params, batch):
     outputs = self.forward(params, batch)
-    return outputs['image_emb'], outputs['text_emb']
+    return {'image_emb': outputs['image_emb'], 'text_emb': outputs['text_emb']}
 
-  def __call__(self, params, extra, batch, rng, step):
-    del rng, step
+  def embed_keys(self, extra, batch):
+    """The momentum encoder's keys (no gradient)."""
+    keys = jax.lax.stop_gradient(self.embed(extra['momentum'], batch))
+    return {'image_key': keys['image_emb'], 'text_key': keys['text_emb']}
+
+  def loss_from_embeddings(self, params, extra, embeddings, batch, rng, step):
+    del params, rng, step
     queue_lib.check_size(self.queue_size, batch['image_id'].shape[0])
-    image_emb, text_emb = self._embed(params, batch)
-    image_key, text_key = jax.lax.stop_gradient(self._embed(extra['momentum'], batch))
     queue = extra['queue']
-    loss, metrics = self.loss(image_emb=image_emb, text_emb=text_emb, image_emb_m=image_key,
-                              text_emb_m=text_key, image_ids=batch['image_id'],
+    loss, metrics = self.loss(image_emb=embeddings['image_emb'], text_emb=embeddings['text_emb'],
+                              image_emb_m=embeddings['image_key'],
+                              text_emb_m=embeddings['text_key'], image_ids=batch['image_id'],
                               image_queue=queue['image'], text_queue=queue['text'],
                               queue_ids=queue['ids'])
-    new_queue = queue_lib.enqueue(queue, batch['image_id'], image=image_key, text=text_key)
+    new_queue = queue_lib.enqueue(queue, batch['image_id'], image=embeddings['image_key'],
+                                  text=embeddings['text_key'])
     return loss, metrics, {**extra, 'queue': new_queue}
 
   def after_update(self, params, extra):

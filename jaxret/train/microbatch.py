@@ -6,13 +6,18 @@ device (so it stays sharded like the batch, with no communication).
 
 Objectives with in-batch negatives (`Objective.CHUNKING == 'embeddings'`) use
 gradient caching (Gao et al. 2021, GradCache), exact to the full-batch gradient:
-  1. embed every chunk, keeping no activations (`objective.embed`);
+  1. embed every chunk, keeping no activations (`objective.embed`, and
+     `objective.embed_keys` for keys from the extra state, e.g. a momentum
+     encoder's);
   2. the loss on the embeddings of the whole global batch, and its gradient in
      the embeddings and in the parameters the loss reads directly (a logit
      scale) (`objective.loss_from_embeddings`; queues and memories are updated
      here, once per step);
   3. each chunk's forward pass again, pulling its embeddings' gradient back to
-     the parameters (a VJP); the parameter gradients are summed.
+     the parameters (a VJP); the parameter gradients are summed. Per-example
+     terms that need more than embeddings (ALBEF's ITM and MLM) are added in
+     this pass, chunk by chunk (`objective.chunk_pass`), with their
+     randomness drawn once for the global batch (`objective.draw`).
 Objectives whose loss is a mean over examples (`'per_example'`) accumulate the
 gradient chunk by chunk: loss, metrics and gradient are the means over chunks.
 """
@@ -20,8 +25,6 @@ gradient chunk by chunk: loss, metrics and gradient are the means over chunks.
 import jax
 from jax import lax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxret import errors
 from jaxret.parallel import mesh as mesh_lib
@@ -82,26 +85,41 @@ def cached_gradients(params, extra, batch, rng, step, objective, microbatches):
   """Gradient caching: (loss, metrics, new extra, gradients) equal to the full batch's."""
   mesh = objective.mesh
   indices = jnp.arange(microbatches)
-  embeddings = merge(lax.map(
-      lambda index: objective.embed(params, chunk(batch, index, microbatches, mesh)), indices),
-                     mesh)
+
+  def embed_chunk(index):
+    rows = chunk(batch, index, microbatches, mesh)
+    return objective.embed(params, rows), objective.embed_keys(extra, rows)
+
+  embeddings, keys = merge(lax.map(embed_chunk, indices), mesh)
 
   def loss_fn(params, embeddings):
-    loss, metrics, new_extra = objective.loss_from_embeddings(params, extra, embeddings, batch,
-                                                              rng, step)
+    loss, metrics, new_extra = objective.loss_from_embeddings(
+        params, extra, {**embeddings, **keys}, batch, rng, step)
     return loss, (metrics, new_extra)
 
   (loss, (metrics, new_extra)), (grads, embedding_grads) = jax.value_and_grad(
       loss_fn, argnums=(0, 1), has_aux=True)(params, embeddings)
+  draws = objective.draw(params, extra, {**embeddings, **keys}, batch, rng, step)
+
+  def chunk_fn(params, index):
+    """The chunk's embeddings paired with their cached gradient (so that this
+    function's gradient is their VJP), plus the chunk's own per-example terms."""
+    select = lambda tree: chunk(tree, index, microbatches, mesh)
+    rows_embeddings, terms, term_metrics = objective.chunk_pass(params, extra, batch, draws,
+                                                                select, step)
+    cotangent = select(embedding_grads)
+    paired = sum(jnp.vdot(jax.lax.stop_gradient(c).astype(jnp.float32), e.astype(jnp.float32))
+                 for c, e in zip(jax.tree.leaves(cotangent), jax.tree.leaves(rows_embeddings)))
+    return paired + terms, (terms, term_metrics)
 
   def add_chunk(total, index):
-    rows = chunk(batch, index, microbatches, mesh)
-    _, pull_back = jax.vjp(lambda p: objective.embed(p, rows), params)
-    cotangent = chunk(embedding_grads, index, microbatches, mesh)
-    return jax.tree.map(jnp.add, total, pull_back(cotangent)[0]), None
+    grads, (terms, term_metrics) = jax.grad(chunk_fn, has_aux=True)(params, index)
+    return jax.tree.map(jnp.add, total, (grads, terms, term_metrics)), None
 
-  grads, _ = lax.scan(add_chunk, grads, indices)
-  return loss, metrics, new_extra, grads
+  _, (terms, term_metrics) = jax.eval_shape(chunk_fn, params, 0)
+  zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (terms, term_metrics))
+  (grads, terms, term_metrics), _ = lax.scan(add_chunk, (grads, *zero), indices)
+  return loss + terms, {**metrics, **term_metrics}, new_extra, grads
 
 
 def accumulated_gradients(params, extra, batch, rng, step, objective, microbatches):

@@ -3,7 +3,8 @@
 Deterministic for `data.seed`, and per clip: clip i of a split is drawn from
 its own random stream, so any clip renders on its own, in any order. Each clip
 is `data.num_frames` frames of `data.image_size` pixels (`clips.py` says what
-happens in them). Train clips are random; val and test are groups of four
+happens in them). Train clips are random (or, with `data.group_batches`, in
+groups as val and test, batched group by group); val and test are groups of four
 temporal near-duplicates: a clip, the same frames in reverse order, the clip
 with its two events swapped, and that one reversed. Every clip key is
 distinct within and across the held-out splits, so each caption has exactly
@@ -12,6 +13,7 @@ one right clip, and train avoids the held-out keys.
 
 import numpy as np
 
+from jaxret.data import options as options_lib
 from jaxret.data import records
 from jaxret.data.builtin import clips as clips_lib
 from jaxret.data.builtin import dataset
@@ -99,29 +101,33 @@ def render(clip, rng, num_frames, image_size):
   return np.stack(frames)
 
 
+def near_duplicate_groups(rng, count, seen, what):
+  """`count` clips in groups of four near-duplicates, [(clip, backwards)]: a clip, its
+  reversal (the same frames backwards), the clip with its two events swapped,
+  and that one reversed; no key twice, none in `seen` (which gains the keys)."""
+  if count % GROUP:
+    raise ValueError(f'{what} must be a multiple of {GROUP} (near-duplicate groups), '
+                     f'got {count}')
+  shown = []
+  while len(shown) < count:
+    base = random_clip(rng, 2)
+    group = [(base, False), (base, True), (clips_lib.swapped(base), False),
+             (clips_lib.swapped(base), True)]
+    keys = {described(c, b).key for c, b in group}
+    if len(keys) < GROUP or keys & seen:
+      continue
+    seen |= keys
+    shown += group
+  return shown
+
+
 def held_out_clips(data_config):
   """{'val': [(clip, backwards)], 'test': [...]}: groups of four near-duplicates
   (`backwards`: shown as the clip's frames reversed, described by its reversal)."""
   seen = set()
-  held_out = {}
-  for split in ('val', 'test'):
-    count = data_config[f'num_{split}']
-    if count % GROUP:
-      raise ValueError(f'data.num_{split} must be a multiple of {GROUP} (near-duplicate '
-                       f'groups), got {count}')
-    rng = _rng(data_config, split, 0, 'clips')
-    shown = []
-    while len(shown) < count:
-      base = random_clip(rng, 2)
-      group = [(base, False), (base, True), (clips_lib.swapped(base), False),
-               (clips_lib.swapped(base), True)]
-      keys = {described(c, b).key for c, b in group}
-      if len(keys) < GROUP or keys & seen:
-        continue
-      seen |= keys
-      shown += group
-    held_out[split] = shown
-  return held_out
+  return {split: near_duplicate_groups(_rng(data_config, split, 0, 'clips'),
+                                       data_config[f'num_{split}'], seen, f'data.num_{split}')
+          for split in ('val', 'test')}
 
 
 def described(clip, backwards):
@@ -129,8 +135,19 @@ def described(clip, backwards):
   return clips_lib.reversed_clip(clip) if backwards else clip
 
 
+def grouped(data_config, split):
+  """Whether `split`'s clips come in near-duplicate groups: val and test always, train
+  with `data.group_batches` (batches of whole groups)."""
+  return split != 'train' or options_lib.resolve(data_config).group_batches
+
+
 def clips_of_split(data_config, split):
   """[(clip, backwards)] of `split`."""
+  if split == 'train' and grouped(data_config, split):
+    held_out = held_out_clips(data_config)
+    seen = {described(c, b).key for shown in held_out.values() for c, b in shown}
+    return near_duplicate_groups(_rng(data_config, split, 0, 'clips'), data_config.num_train,
+                                 seen, 'data.num_train (with data.group_batches)')
 
   def train_clip(i, exclude):
     rng = _rng(data_config, split, i, 'clips')
@@ -161,8 +178,9 @@ class RenderedClips(dataset.RenderedArray):
 
   def render(self, index):
     clip, backwards = self.shown[index]
-    # Both clips of a reversed pair draw from the forward clip's stream: the same frames.
-    group_index = index - int(backwards) if self.split != 'train' else index
+    # In a group, both clips of a reversed pair draw from the forward clip's stream:
+    # the same frames.
+    group_index = index - int(backwards) if grouped(self.data_config, self.split) else index
     frames = render(clip, _rng(self.data_config, self.split, group_index, 'frames'),
                     self.data_config.num_frames, self.data_config.image_size)
     return frames[::-1] if backwards else frames
@@ -178,4 +196,5 @@ def load_split(data_config, split):
   if split != 'train':
     clips = clips[:]
   ids = ID_OFFSET[split] + np.arange(len(shown), dtype=np.int64)
-  return records.Records(images=clips, image_ids=ids, captions=texts)
+  groups = np.arange(len(shown)) // GROUP if grouped(data_config, split) else None
+  return records.Records(images=clips, image_ids=ids, captions=texts, groups=groups)
