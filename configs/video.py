@@ -29,7 +29,7 @@ Arguments (`configs/video.py:runlocal,method=filip,temporal=mean,steps=50`):
   temporal: 'transformer' (default) or 'mean'.
   frames: frames per clip (default 8).
   groups: train on groups of four temporal near-duplicates, batched together
-    (default True); groups=False: random train clips.
+    (default False: random train clips).
   slow, fast, candidates: method=distill only (configs/distill.py's): the video
     captioner's workdir (default /tmp/jaxret-video-slow), the undistilled video
     dual encoder's ('' leaves its row out), how B_i is chosen.
@@ -45,7 +45,7 @@ METHODS = ('clip', 'siglip', 'filip', 'wenlan', 'caption', 'distill')
 
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, steps=0, method='clip', temporal='transformer',
-                           frames=8, groups=True, slow='/tmp/jaxret-video-slow', fast='', candidates='random')
+                           frames=8, groups=False, slow='/tmp/jaxret-video-slow', fast='', candidates='random')
   if arg.method not in METHODS:
     raise ValueError(f'unknown method {arg.method!r}; known: {", ".join(METHODS)}')
   base_arg = ','.join((['runlocal'] if arg.runlocal else [])
@@ -58,8 +58,8 @@ def get_config(arg=None):
   config.optimizer.warmup_steps = 1 if arg.runlocal else 50
 
   config.data.source = 'builtin_video'
-  # Train clips in groups of near-duplicates too, batched group by group: a batch's
-  # clips differ in temporal order as well, so order is learnt (not only objects).
+  # groups=True: train clips in groups of near-duplicates too, batched group by group
+  # (a batch's clips then differ in temporal order as well; docs/video.md measures it).
   config.data.group_batches = arg.groups
   config.data.num_frames = arg.frames
   config.data.num_train = 500 if arg.runlocal else 20000
