@@ -169,6 +169,7 @@ class RenderedClips(dataset.RenderedArray):
     self.shown = shown
     self.data_config = data_config
     self.split = split
+    self.grouped = grouped(data_config, split)  # Once: every clip renders with it.
     size = data_config.image_size
     self.shape = (len(shown), data_config.num_frames, size, size, 3)
     self.dtype = np.dtype(np.uint8)
@@ -180,7 +181,7 @@ class RenderedClips(dataset.RenderedArray):
     clip, backwards = self.shown[index]
     # In a group, both clips of a reversed pair draw from the forward clip's stream:
     # the same frames.
-    group_index = index - int(backwards) if grouped(self.data_config, self.split) else index
+    group_index = index - int(backwards) if self.grouped else index
     frames = render(clip, _rng(self.data_config, self.split, group_index, 'frames'),
                     self.data_config.num_frames, self.data_config.image_size)
     return frames[::-1] if backwards else frames
