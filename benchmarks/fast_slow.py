@@ -289,8 +289,9 @@ def plot(results, path):
   figure, axis = pyplot.subplots(figsize=(7, 5))
   markers = {'Fast': 's', 'Fast distilled': 'D', 'Slow': '*', 'Fast+Slow': 'o'}
   for size in results['sizes']:
-    line = axis.plot([r['query_ms'] for r in size['rows']],
-                     [100 * r['t2i/R@1'] for r in size['rows']], ':', alpha=0.4)[0]
+    by_time = sorted(size['rows'], key=lambda r: r['query_ms'])  # A line left to right.
+    line = axis.plot([r['query_ms'] for r in by_time],
+                     [100 * r['t2i/R@1'] for r in by_time], ':', alpha=0.4)[0]
     for row in size['rows']:
       axis.plot(row['query_ms'], 100 * row['t2i/R@1'], markers[row['name']],
                 color=line.get_color())
@@ -301,6 +302,8 @@ def plot(results, path):
     axis.plot([], [], marker, color='grey', label=name)
   axis.set(xscale='log', yscale='log', xlabel='mean query time (ms)',
            ylabel='text→image R@1 (%)', title='Fast, Slow and Fast+Slow by gallery size')
+  for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
+    ticks(matplotlib.ticker.FormatStrFormatter('%g'))  # 40, not 4×10¹.
   axis.legend(fontsize=8)
   figure.tight_layout()
   figure.savefig(path, dpi=100)
