@@ -31,7 +31,6 @@ Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 """
 
 import os
-import subprocess
 import sys
 import time
 
@@ -40,13 +39,13 @@ from absl import flags
 import jax
 import numpy as np
 
+from benchmarks import training
 from jaxret import files
 from jaxret.config import workdir as workdir_config
 from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.evaluate import fast_slow as fast_slow_eval
 from jaxret.evaluate import run as evaluate_run
-from jaxret.inference import checkpoints
 from jaxret.inference import restore as restore_lib
 from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
@@ -88,24 +87,12 @@ _OUT = flags.DEFINE_string('out', 'benchmarks/results/fast_slow.json', 'Results 
 BASE_SIZE = 500  # The test split of the training configs: distillation is measured on it.
 
 
-def trained(workdir, steps):
-  """True when `workdir` holds the checkpoint of its last step."""
-  return os.path.isdir(os.path.join(checkpoints.directory(workdir), str(steps)))
-
-
 def train(workdir, config, *overrides):
-  """Trains `workdir` with `config` (a configs/ file and its argument) unless it is done."""
+  """`training.train` with the configs' 50 warm-up steps, or an eighth of a shorter run."""
   steps = next(int(o.split('=')[1]) for o in overrides if o.startswith('--config.total_steps='))
-  # The configs' 50 warm-up steps, or a fifth of a shorter run.
-  overrides += (f'--config.optimizer.warmup_steps={min(50, max(steps // 8, 1))}',)
-  if trained(workdir, steps):
-    print(f'reusing {workdir}', flush=True)
-    return
-  print(f'training {workdir}', flush=True)
-  start = time.time()
-  subprocess.run([sys.executable, '-m', 'jaxret.main', '--mode=train', f'--config={config}',
-                  f'--workdir={workdir}', *overrides], check=True)
-  print(f'trained {workdir} in {time.time() - start:.0f}s', flush=True)
+  overrides = [o for o in overrides if not o.startswith('--config.total_steps=')]
+  training.train(workdir, config, steps, *overrides,
+                 f'--config.optimizer.warmup_steps={min(50, max(steps // 8, 1))}')
 
 
 def parse_variant(text):

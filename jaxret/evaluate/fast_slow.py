@@ -46,9 +46,9 @@ STORAGE_IMAGES = 500
 
 
 def recall_at(ranks, prefix):
-  """R@1/5/10 and median rank from 0-based ranks of the right images."""
-  out = {f'{prefix}t2i/R@{k}': float(np.mean(ranks < k)) for k in KS}
-  out[f'{prefix}t2i/median_rank'] = float(np.median(ranks + 1))
+  """R@1/5/10 and median rank from the right images' `recall.Ranks`."""
+  out = {f'{prefix}t2i/R@{k}': float(np.mean(ranks.recall(k))) for k in KS}
+  out[f'{prefix}t2i/median_rank'] = float(np.median(ranks.expected() + 1))
   return out
 
 
@@ -95,16 +95,15 @@ class _Fast:
     return {f'all_captions/t2i/R@{k}': metrics[f't2i/R@{k}'] for k in KS}
 
   def ranks(self, texts, right_rows):
-    """0-based ranks of the right images over the whole gallery, and the mean query time
+    """`recall.Ranks` of the right images over the whole gallery, and the mean query time
     (the text encoder compiled before the clock starts)."""
     self.search(texts[0], 10)
-    seconds, ranks = [], []
-    for text, right in zip(texts, right_rows):
+    seconds, scores = [], []
+    for text in texts:
       _, _, took = self.search(text, 10)  # The timed path: encode + index search.
       seconds.append(took)
-      scores = self.image_emb @ self.embed(text)[0]
-      ranks.append(int(np.sum(scores > scores[right])))
-    return np.asarray(ranks), float(np.mean(seconds))
+      scores.append(self.image_emb @ self.embed(text)[0])
+    return recall.ranks_of_rows(np.stack(scores), right_rows), float(np.mean(seconds))
 
 
 class FastSlowEvaluator(base.Evaluator):
@@ -169,6 +168,7 @@ class FastSlowEvaluator(base.Evaluator):
                                  fast_scores[None])
       return candidates[np.argsort(-final[0], kind='stable')]
 
+    fast_expected = distilled_ranks.expected()  # A miss's rank, for the median rank.
     for k in rerank.ks:
       fast_slow(0, k)  # Compiles this K's re-ranker before the clock starts.
       ranks, seconds = [], []
@@ -177,8 +177,8 @@ class FastSlowEvaluator(base.Evaluator):
         order = fast_slow(i, k)
         seconds.append(time.perf_counter() - start)
         hits = np.flatnonzero(order == right[i])
-        ranks.append(int(hits[0]) if len(hits) else max(int(distilled_ranks[i]), k))
-      add('Fast+Slow', np.asarray(ranks), float(np.mean(seconds)), k=k)
+        ranks.append(int(hits[0]) if len(hits) else max(fast_expected[i], k))
+      add('Fast+Slow', recall.positions(np.asarray(ranks)), float(np.mean(seconds)), k=k)
 
     report = {'queries': len(texts), 'gallery': len(self.records), 'beta': rerank.beta,
               'slow_workdir': rerank.slow_workdir, 'slow_model': type(scorer.model).__name__,
@@ -197,13 +197,13 @@ class FastSlowEvaluator(base.Evaluator):
 
 def exhaustive(scorer, tokens, mask, features, right):
   """Slow over the whole gallery for every query, at its fastest (`score_gallery`: queries
-  in batches, each item's keys and values projected once per batch): (0-based ranks,
+  in batches, each item's keys and values projected once per batch): (`recall.Ranks`,
   mean seconds per query). Compiled before the clock starts."""
   scorer.score_gallery(tokens[:32], mask[:32], features[:100])
   start = time.perf_counter()
   h = scorer.score_gallery(tokens, mask, features)
   seconds = (time.perf_counter() - start) / len(tokens)
-  ranks = np.sum(h > h[np.arange(len(h)), right][:, None], axis=1)
+  ranks = recall.ranks_of_rows(h, right)
   return ranks, seconds
 
 

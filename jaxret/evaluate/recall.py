@@ -1,19 +1,58 @@
 """Retrieval metrics computed per image id, with several captions per image."""
 
+from typing import NamedTuple
+
 import numpy as np
 
 
-def ranks_of_targets(scores, correct):
-  """For each row, the 0-based rank of its best-scoring correct column.
+class Ranks(NamedTuple):
+  """Where each query's right items rank, ties included: `above`, the wrong items scoring
+  above its best right one; `tied`, the wrong items scoring the same; `tied_right`, the
+  right items scoring the same (at least 1). Ties are broken at random, in expectation
+  (McSherry and Najork, ECIR 2008): a model that cannot tell two items apart (mean pooling
+  over a clip and its reversal, a constant model) gets chance credit for them, never full
+  credit."""
+  above: np.ndarray
+  tied: np.ndarray
+  tied_right: np.ndarray
 
-  scores: (Q, G) similarities; correct: (Q, G) bool. Rank = number of columns
-  that score strictly higher than the best correct one.
-  """
+  def recall(self, k):
+    """Per query, the probability that a right item is among the top k."""
+    slots = np.clip(k - self.above, 0, None)  # Places of the top k left to the tied items.
+    all_wrong = np.ones(len(self.above))  # P(the first `slots` tied items are all wrong).
+    for i in range(k):
+      fraction = (self.tied - i) / np.maximum(self.tied + self.tied_right - i, 1)
+      all_wrong *= np.where(i < slots, np.clip(fraction, 0, None), 1.0)
+    return 1.0 - all_wrong
+
+  def expected(self):
+    """Per query, the expected 0-based rank of its first right item."""
+    return self.above + self.tied / (self.tied_right + 1)
+
+
+def ranks_of_targets(scores, correct):
+  """`Ranks` of each row's correct columns: scores (Q, G) similarities; correct (Q, G) bool."""
   if not correct.any(axis=1).all():
     missing = int(np.sum(~correct.any(axis=1)))
     raise ValueError(f'{missing} queries have no correct item in the gallery')
-  best_correct = np.where(correct, scores, -np.inf).max(axis=1)
-  return np.sum(scores > best_correct[:, None], axis=1)
+  best = np.where(correct, scores, -np.inf).max(axis=1)[:, None]
+  return Ranks(above=np.sum(~correct & (scores > best), axis=1),
+               tied=np.sum(~correct & (scores == best), axis=1),
+               tied_right=np.sum(correct & (scores == best), axis=1))
+
+
+def ranks_of_rows(scores, right):
+  """`ranks_of_targets` with one correct column per row: scores (Q, G), right (Q,) ints."""
+  scores = np.asarray(scores)
+  correct = np.zeros(scores.shape, bool)
+  correct[np.arange(len(scores)), np.asarray(right)] = True
+  return ranks_of_targets(scores, correct)
+
+
+def positions(ranks):
+  """`Ranks` of 0-based positions in orders without ties (a re-ranked list)."""
+  ranks = np.asarray(ranks)
+  return Ranks(above=ranks, tied=np.zeros_like(ranks), tied_right=np.ones_like(ranks))
 
 
 def retrieval_metrics(image_emb, image_ids, text_emb, text_image_ids, ks=(1, 5, 10)):
@@ -48,6 +87,21 @@ def metrics_from_scores(t2i_scores, image_ids, text_image_ids, i2t_scores=None, 
   return results
 
 
+def group_metrics(scores, right, groups):
+  """Text→image R@1 over a gallery of near-duplicate groups, split in two: `group/R@1`,
+  the caption's top image is one of its group's (telling the content apart), and
+  `within_group/R@1`, its own image scores highest among its group's (telling the
+  near-duplicates apart: for a group of n, chance is 1/n). scores (M, N) of the
+  captions against the images, right (M,) their images' rows, groups (N,) the images'
+  group ids. Ties as in `Ranks`."""
+  groups = np.asarray(groups)
+  same_group = groups[None, :] == groups[np.asarray(right)][:, None]
+  group_ranks = ranks_of_targets(scores, same_group)
+  within_ranks = ranks_of_rows(np.where(same_group, scores, -np.inf), right)
+  return {'group/R@1': float(np.mean(group_ranks.recall(1))),
+          'within_group/R@1': float(np.mean(within_ranks.recall(1)))}
+
+
 def label_retrieval_metrics(emb, labels, ks=(1, 5, 10)):
   """Image-to-image Recall@K by label (the metric-learning protocol IRT reports).
 
@@ -68,6 +122,7 @@ def label_retrieval_metrics(emb, labels, ks=(1, 5, 10)):
 
 def _add_rank_metrics(results, name, ranks, ks):
   for k in ks:
-    results[f'{name}/R@{k}'] = float(np.mean(ranks < k))
-  results[f'{name}/median_rank'] = float(np.median(ranks + 1))
-  results[f'{name}/mean_rank'] = float(np.mean(ranks + 1))
+    results[f'{name}/R@{k}'] = float(np.mean(ranks.recall(k)))
+  expected = ranks.expected() + 1
+  results[f'{name}/median_rank'] = float(np.median(expected))
+  results[f'{name}/mean_rank'] = float(np.mean(expected))
