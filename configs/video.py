@@ -29,7 +29,8 @@ Arguments (`configs/video.py:runlocal,method=filip,temporal=mean,steps=50`):
   temporal: 'transformer' (default) or 'mean'.
   frames: frames per clip (default 8).
   groups: train on groups of four temporal near-duplicates, batched together
-    (default False: random train clips).
+    (default False: random train clips). Best as a second stage, after random
+    clips: docs/video.md, benchmarks/video_temporal.py.
   slow, fast, candidates: method=distill only (configs/distill.py's): the video
     captioner's workdir (default /tmp/jaxret-video-slow), the undistilled video
     dual encoder's ('' leaves its row out), how B_i is chosen.
