@@ -240,7 +240,7 @@ def table(results):
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
             f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
             f'the same seed):', '',
-            '| model | candidates | |B_i| | T | α | seeds | R@1 | gain over Fast |',
+            '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | gain over Fast |',
             '|---|---|---|---|---|---|---|---|',
             '| Fast | | | | | {} | {:.1f} ± {:.1f} | |'.format(
                 len(distill['seeds']), 100 * distill['fast']['t2i/R@1']['mean'],
