@@ -101,11 +101,10 @@ def measure(path):
   embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
   clips, texts, text_ids, _ = retrieval.embed_split(embedder, restored.params, records,
                                                     restored.tokenizer)
-  ids = np.asarray(records.image_ids)
-  row_of = {image_id: row for row, image_id in enumerate(ids.tolist())}
-  right = np.asarray([row_of[i] for i in text_ids.tolist()])
-  metrics = recall.retrieval_metrics(clips, ids, texts, text_ids)
-  metrics.update(recall.group_metrics(texts @ clips.T, right, records.groups))
+  scores = np.asarray(texts, np.float32) @ np.asarray(clips, np.float32).T
+  metrics = recall.metrics_from_scores(scores, records.image_ids, text_ids)
+  metrics.update(recall.group_metrics(scores, recall.rows_of(records.image_ids, text_ids),
+                                      records.groups))
   return {'step': restored.step, 'clips': len(records), 'captions': len(texts), **metrics}
 
 

@@ -283,6 +283,16 @@ def test_fast_slow_end_to_end_eval_report_and_stored_visual_tokens(tmp_path):
   assert storage['keys_values']['bytes_per_image'] > storage['tokens']['bytes_per_image']
   assert storage['keys_values']['queries'] == storage['tokens']['queries'] > 0
   assert rows['Fast']['all_captions/t2i/R@1'] == rows['Fast distilled']['all_captions/t2i/R@1']
+  # The all-caption figures, taken a block of captions at a time, are the plain retrieval
+  # evaluator's over the whole split.
+  run_main('--mode=eval', f'--workdir={workdir}', f'--config=configs/workdir.py:{workdir}',
+           '--config.eval.evaluator=retrieval')
+  with open(workdir / 'eval' / 'results.json') as f:
+    plain = json.load(f)
+  assert plain['num_texts'] > 256  # More than one block.
+  for k in (1, 5, 10):
+    assert rows['Fast'][f'all_captions/t2i/R@{k}'] == pytest.approx(plain[f't2i/R@{k}'],
+                                                                     abs=1e-6)
   for row in report['rows']:  # Fractions of the queries, rising with K.
     assert row['k'] is None or row['name'] == 'Fast+Slow'  # The issue's schema.
     recalls = [row[f't2i/R@{k}'] for k in (1, 5, 10)]

@@ -103,6 +103,20 @@ def test_ranks_of_rows_is_ranks_of_one_hot_targets():
     np.testing.assert_array_equal(got, want)
 
 
+def test_rows_of_finds_each_id_and_refuses_a_missing_one():
+  np.testing.assert_array_equal(recall.rows_of([40, 7, 12], [12, 40, 12, 7]), [2, 0, 2, 1])
+  with pytest.raises(ValueError, match='1 ids are not in the gallery, the first 5'):
+    recall.rows_of([40, 7, 12], [7, 5])
+
+
+def test_rank_metrics_from_ranks():
+  ranks = recall.Ranks(above=np.array([0, 3, 1]), tied=np.array([0, 0, 2]),
+                       tied_right=np.array([1, 1, 1]))  # Expected 0-based ranks 0, 3, 2.
+  metrics = recall.rank_metrics('t2i', ranks, ks=(1, 3))
+  assert metrics == pytest.approx({'t2i/R@1': 1 / 3, 't2i/R@3': (1 + 0 + 2 / 3) / 3,
+                                   't2i/median_rank': 3.0, 't2i/mean_rank': 8 / 3})
+
+
 def test_group_metrics_split_r1_into_the_group_and_within_it():
   # Two groups of two images; captions 0-3 of images 0-3 in order.
   scores = np.array([[0.9, 0.9, 0.1, 0.0],   # ties with its near-duplicate: half credit

@@ -152,7 +152,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
   stdout, stderr = process.communicate(timeout=300)
   assert process.returncode != 0, stdout
   lines = [l for l in stderr.splitlines() if l.startswith('error:')]
-  assert len(lines) == 1, stderr[-4000:]
+  assert len(lines) == 1, f'{stderr[:3000]}\n[...]\n{stderr[-3000:]}'
   assert 'could not write the checkpoint of step 10' in lines[0] and 'intact' in lines[0]
   assert _steps(tmp_path) == [5]
   _assert_bit_identical(before, _params(tmp_path))

@@ -45,13 +45,6 @@ FEATURE_TIMING_QUERIES = 10
 STORAGE_IMAGES = 500
 
 
-def recall_at(ranks, prefix):
-  """R@1/5/10 and median rank from the right images' `recall.Ranks`."""
-  out = {f'{prefix}t2i/R@{k}': float(np.mean(ranks.recall(k))) for k in KS}
-  out[f'{prefix}t2i/median_rank'] = float(np.median(ranks.expected() + 1))
-  return out
-
-
 class _Fast:
   """A fast model (`capabilities.PooledEncoder`) answering one query at a time: encode
   the text, search the gallery."""
@@ -84,15 +77,16 @@ class _Fast:
   def all_captions(self, records):
     """Text→image R@1/5/10 over every caption of the split (not timed)."""
     image_index, texts = records.pairs()
-    text_emb = []
+    ranks = []  # A block of captions at a time: 250,000 x 50,000 scores would not fit.
     for start in range(0, len(texts), ENCODE_BATCH):
       tokens, mask = self.tokenizer.encode(texts[start:start + ENCODE_BATCH])
       count = len(tokens)  # The last chunk padded to the batch: one compiled shape.
-      text_emb.append(np.asarray(self._text(self.params, buckets_lib.pad_rows(tokens, ENCODE_BATCH),
-                                            buckets_lib.pad_rows(mask, ENCODE_BATCH)))[:count])
-    metrics = recall.metrics_from_scores(np.concatenate(text_emb) @ self.image_emb.T,
-                                         np.arange(len(records)), image_index, directions=('t2i',))
-    return {f'all_captions/t2i/R@{k}': metrics[f't2i/R@{k}'] for k in KS}
+      text_emb = np.asarray(self._text(self.params, buckets_lib.pad_rows(tokens, ENCODE_BATCH),
+                                       buckets_lib.pad_rows(mask, ENCODE_BATCH)))[:count]
+      ranks.append(recall.ranks_of_rows(text_emb @ self.image_emb.T,
+                                        image_index[start:start + count]))
+    ranks = recall.Ranks(*(np.concatenate(field) for field in zip(*ranks)))
+    return {f'all_captions/t2i/R@{k}': float(np.mean(ranks.recall(k))) for k in KS}
 
   def ranks(self, texts, right_rows):
     """`recall.Ranks` of the right images over the whole gallery, and the mean query time
@@ -127,13 +121,11 @@ class FastSlowEvaluator(base.Evaluator):
   def __call__(self, params):
     rerank = self.config.rerank
     texts, text_ids = slow_retrieval.query_captions(self.records, self.config.eval.max_queries)
-    row_of = {image_id: row for row, image_id in
-              enumerate(np.asarray(self.records.image_ids).tolist())}
-    right = np.asarray([row_of[i] for i in np.asarray(text_ids).tolist()])
+    right = recall.rows_of(self.records.image_ids, text_ids)
     rows, results = [], {}
 
     def add(name, ranks, seconds, k=None, **extra):
-      metrics = recall_at(ranks, '')
+      metrics = recall.rank_metrics('t2i', ranks, KS)
       rows.append({'name': name, 'k': k, **metrics, 'query_ms': 1000 * seconds, **extra})
       key = name.lower().replace(' ', '_').replace('+', '_') + (f'_k{k}' if k else '')
       results.update({f'{key}/{m}': v for m, v in metrics.items()})

@@ -49,6 +49,17 @@ def ranks_of_rows(scores, right):
   return ranks_of_targets(scores, correct)
 
 
+def rows_of(image_ids, wanted_ids):
+  """The row in `image_ids` of each id of `wanted_ids` (a caption's image): the `right`
+  of `ranks_of_rows`. An id missing from `image_ids` is refused."""
+  row_of = {image_id: row for row, image_id in enumerate(np.asarray(image_ids).tolist())}
+  wanted = np.asarray(wanted_ids).tolist()
+  missing = [i for i in wanted if i not in row_of]
+  if missing:
+    raise ValueError(f'{len(missing)} ids are not in the gallery, the first {missing[0]!r}')
+  return np.asarray([row_of[i] for i in wanted], np.int64)
+
+
 def positions(ranks):
   """`Ranks` of 0-based positions in orders without ties (a re-ranked list)."""
   ranks = np.asarray(ranks)
@@ -82,7 +93,7 @@ def metrics_from_scores(t2i_scores, image_ids, text_image_ids, i2t_scores=None, 
   for name in directions:
     ranks = (ranks_of_targets(t2i_scores, correct) if name == 't2i'
              else ranks_of_targets(i2t_scores, correct.T))
-    _add_rank_metrics(results, name, ranks, ks)
+    results.update(rank_metrics(name, ranks, ks))
   results['rsum'] = sum(100 * results[f'{n}/R@{k}'] for n in directions for k in ks)
   return results
 
@@ -115,14 +126,14 @@ def label_retrieval_metrics(emb, labels, ks=(1, 5, 10)):
   itself = np.eye(len(labels), dtype=bool)
   scores[itself] = -np.inf
   correct = (labels[:, None] == labels[None, :]) & ~itself
-  results = {}
-  _add_rank_metrics(results, 'i2i', ranks_of_targets(scores, correct), ks)
-  return results
+  return rank_metrics('i2i', ranks_of_targets(scores, correct), ks)
 
 
-def _add_rank_metrics(results, name, ranks, ks):
-  for k in ks:
-    results[f'{name}/R@{k}'] = float(np.mean(ranks.recall(k)))
+def rank_metrics(name, ranks, ks=(1, 5, 10)):
+  """`{name}/R@K` for each K, `{name}/median_rank` and `{name}/mean_rank` (1-based, of
+  the first right item) from `Ranks`."""
+  results = {f'{name}/R@{k}': float(np.mean(ranks.recall(k))) for k in ks}
   expected = ranks.expected() + 1
   results[f'{name}/median_rank'] = float(np.median(expected))
   results[f'{name}/mean_rank'] = float(np.mean(expected))
+  return results

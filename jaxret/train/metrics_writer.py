@@ -51,5 +51,10 @@ class MetricWriter:
     self.tensorboard.flush()
 
   def close(self):
-    if self.enabled:
+    if not self.enabled:
+      return
+    try:
       self.tensorboard.close()
+    except OSError as e:
+      raise errors.RunError(f'cannot write {self.tensorboard.logdir}: {e.strerror or e}; free '
+                            'disk space or pick a writable --workdir') from e

@@ -150,9 +150,11 @@ def train(config, workdir, mesh=None):
             f'{checkpoints_lib.directory(workdir)}; rerun the same command to resume')
     guard.check()
   finally:
-    watcher.close()
-    writer.close()
-    checkpoints.close()
+    try:
+      watcher.close()
+      writer.close()
+    finally:  # Even when a log cannot be written: a save in flight finishes or is reported.
+      checkpoints.close()
   if start_step >= config.total_steps:
     log(f'already trained to step {start_step} (total_steps={config.total_steps})')
   return state
