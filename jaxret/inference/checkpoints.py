@@ -92,8 +92,12 @@ class Checkpoints:
       self.manager.wait_until_finished()
 
   def close(self):
-    self.wait()
-    self.manager.close()
+    """Waits for the pending save, then stops orbax's threads. Either can be where a failed
+    background write surfaces (orbax reports some only on close), so both are reported
+    in one line."""
+    with _write_errors(self.manager.directory, self._saving):
+      self.manager.wait_until_finished()
+      self.manager.close()
 
 
 @contextlib.contextmanager
