@@ -275,18 +275,27 @@ def plot(results, path):
   from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
   figure, axis = pyplot.subplots(figsize=(7, 5))
   markers = {'Fast': 's', 'Fast distilled': 'D', 'Slow': '*', 'Fast+Slow': 'o'}
+  # A log axis has no 0: an R@1 of 0 is drawn hollow at half the smallest one above 0.
+  floor = min([100 * r['t2i/R@1'] for size in results['sizes'] for r in size['rows']
+               if r['t2i/R@1'] > 0] or [1.0]) / 2
+
+  def shown(row):
+    return 100 * row['t2i/R@1'] or floor
+
   for size in results['sizes']:
     by_time = sorted(size['rows'], key=lambda r: r['query_ms'])  # A line left to right.
-    line = axis.plot([r['query_ms'] for r in by_time],
-                     [100 * r['t2i/R@1'] for r in by_time], ':', alpha=0.4)[0]
+    line = axis.plot([r['query_ms'] for r in by_time], [shown(r) for r in by_time], ':',
+                     alpha=0.4)[0]
     for row in size['rows']:
-      axis.plot(row['query_ms'], 100 * row['t2i/R@1'], markers[row['name']],
-                color=line.get_color())
+      axis.plot(row['query_ms'], shown(row), markers[row['name']], color=line.get_color(),
+                fillstyle='full' if row['t2i/R@1'] else 'none')
       if row['k']:
-        axis.annotate(f'K={row["k"]}', (row['query_ms'], 100 * row['t2i/R@1']), fontsize=7)
+        axis.annotate(f'K={row["k"]}', (row['query_ms'], shown(row)), fontsize=7)
     line.set_label(f'{size["gallery"]:,} images')
   for name, marker in markers.items():
     axis.plot([], [], marker, color='grey', label=name)
+  if any(r['t2i/R@1'] == 0 for size in results['sizes'] for r in size['rows']):
+    axis.plot([], [], 'o', color='grey', fillstyle='none', label=f'R@1 = 0 (drawn at {floor:g})')
   axis.set(xscale='log', yscale='log', xlabel='mean query time (ms)',
            ylabel='text→image R@1 (%)', title='Fast, Slow and Fast+Slow by gallery size')
   for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):

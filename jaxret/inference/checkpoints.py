@@ -92,9 +92,9 @@ class Checkpoints:
       self.manager.wait_until_finished()
 
   def close(self):
-    """Waits for the pending save, then stops orbax's threads. Either can be where a failed
-    background write surfaces (orbax reports some only on close), so both are reported
-    in one line."""
+    """Waits for the pending save, then stops orbax's threads. An error from either (a
+    failed background write; the close of orbax's checkpointer and metadata stores) is
+    reported in one line, never as a traceback."""
     with _write_errors(self.manager.directory, self._saving):
       self.manager.wait_until_finished()
       self.manager.close()
