@@ -2,7 +2,7 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
 
   python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
       [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=student:8:1:1,random:8:1:1] \
-      [--parts=distillation,speed]
+      [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -10,7 +10,9 @@ re-ranker), and per seed s the fast dual encoder `fast-s<s>` (configs/demo.py)
 and one distilled student per variant `distill-<candidates>-<|B_i|>-<T>-<α>-s<s>`
 (configs/distill.py: how B_i's other images are chosen, |B_i| (0: the whole
 batch), the teacher's temperature T and the weight α). The first variant is
-"Fast distilled" of the speed study.
+"Fast distilled" of the speed study. For the slow_models part also `slow-coarse`
+(configs/caption.py:pyramid=coarse) and ALBEF `albef` (configs/albef.py, its ITM
+head as the slow score).
 
 Evaluates:
 - distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
@@ -20,13 +22,19 @@ Evaluates:
   (ScaNN), Fast distilled, exhaustive Slow, Fast+Slow at K in 10, 50, 100) on a
   fixed sample of queries (one caption each of --queries images spread over the
   split; fewer at 50,000 images, see --max_slow_seconds) and the slow features'
-  storage and speed (visual tokens against stored keys and values).
+  storage and speed (visual tokens against stored keys and values);
+- slow_models, which slow model: the captioner with the fine or the coarse feature
+  pyramid, or ALBEF's ITM head; exhaustive Slow over all test captions (500
+  images) of each of --slow_models, and the cost per pair and the bytes stored
+  per image of all three timed side by side.
 
-`--parts` runs the distillation study, the speed study or both (a part's run keeps the
-other part's latest results in --out; the speed study needs only seed 0's models).
+`--parts` picks the parts (a part's run keeps the other parts' latest results in --out,
+and a slow model's row is kept until it is measured again; the speed study needs only
+seed 0's models).
 Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 {"sizes": [{"gallery", "queries", "rows": [{"name", "k", "t2i/R@1", ...,
-"query_ms"}], ...}], "distillation": {...}}; the PNG plots R@1 against ms/query
+"query_ms"}], ...}], "distillation": {...}, "slow_models": {name: {...}},
+"pair_costs": {...}}; the PNG plots R@1 against ms/query
 (log-log), one line per gallery size.
 """
 
@@ -39,6 +47,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from benchmarks import fast_slow_report
 from benchmarks import training
 from jaxret import files
 from jaxret.config import workdir as workdir_config
@@ -46,11 +55,18 @@ from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.evaluate import fast_slow as fast_slow_eval
 from jaxret.evaluate import run as evaluate_run
+from jaxret.evaluate import slow_retrieval
 from jaxret.inference import restore as restore_lib
 from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
 
-PARTS = ('distillation', 'speed')
+PARTS = ('distillation', 'speed', 'slow_models')
+# The slow_models part: name -> (workdir under --root, config). The captioner's
+# feature pyramid (fine: 16x16 visual tokens, coarse: the 8x8 patch grid) and ALBEF's
+# ITM head in its place; `fine` is the teacher and re-ranker of the other parts.
+SLOW_MODELS = {'fine': ('slow', 'configs/caption.py'),
+               'coarse': ('slow-coarse', 'configs/caption.py:pyramid=coarse'),
+               'itm': ('albef', 'configs/albef.py')}
 _PARTS = flags.DEFINE_list('parts', list(PARTS), 'What to measure: the distillation study, '
                            'the speed study by gallery size, or both (each part run updates '
                            'its own keys of --out).')
@@ -75,9 +91,14 @@ _QUERIES = flags.DEFINE_integer('queries', 100, 'Queries of the speed study (ima
 _BASE_QUERIES = flags.DEFINE_integer(
     'base_queries', 0, 'Queries of the speed study at 500 images (0: one caption of every '
     'test image), where Slow and Fast are compared.')
-_SLOW_ALL_CAPTIONS = flags.DEFINE_bool(
-    'slow_all_captions', True, 'Also score exhaustive Slow over all 2,500 test captions '
-    '(1.25M pairs: about 15 minutes on 2 cores).')
+_SLOW_MODELS = flags.DEFINE_list(
+    'slow_models', list(SLOW_MODELS), 'Slow models of the slow_models part whose exhaustive '
+    'Slow over all 2,500 test captions (1.25M pairs each: about 30 minutes for fine on 2 '
+    'idle cores) is measured; the side-by-side cost per pair is measured for all of them.')
+_ITM_STEPS = flags.DEFINE_integer('itm_steps', 350, "Training steps of ALBEF (the ITM slow model).")
+_COST_QUERIES = flags.DEFINE_integer(
+    'cost_queries', 50, 'Queries (first captions) of the side-by-side cost per pair.')
+_COST_TURNS = flags.DEFINE_integer('cost_turns', 3, 'Turns of the side-by-side cost per pair.')
 _MIN_QUERIES = flags.DEFINE_integer('min_queries', 50, 'Fewest queries at any size.')
 _MAX_SLOW_SECONDS = flags.DEFINE_float(
     'max_slow_seconds', 1800, 'Budget of exhaustive Slow per size: the queries are cut to fit '
@@ -107,14 +128,16 @@ def variant_dir(variant, seed):
 
 
 def evaluate(workdir, **overrides):
-  """`--mode=eval` of `workdir` with config overrides {'data.num_test': N, ...}."""
+  """`--mode=eval` of `workdir` with config overrides {'data.num_test': N, ...}; an
+  override may add a setting its config lacks (ALBEF's has no exhaustive-Slow queries)."""
   config = workdir_config.load(workdir)
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *parents, leaf = key.split('.')
+      for parent in parents:
+        node = node[parent]
+      node[leaf] = value
   return evaluate_run.evaluate(config, workdir)
 
 
@@ -195,13 +218,50 @@ def distillation(slow, seeds, variants):
   return out
 
 
-def slow_all_captions(slow):
+def slow_all_captions(slow, steps):
   """Exhaustive Slow over all test captions (500 images): R@1/5/10 and its cost per pair."""
   results = evaluate(slow, **{'eval.evaluator': 'slow_retrieval', 'eval.max_queries': 0,
                               'eval.query_captions': 'all'})
-  return {**{f't2i/R@{k}': results[f't2i/R@{k}'] for k in (1, 5, 10)},
+  return {**{f't2i/R@{k}': results[f't2i/R@{k}'] for k in (1, 5, 10)}, 'steps': steps,
           'captions': results['num_texts'], 'pair_us': results['pair_us'],
-          'query_ms': 1000 * results['seconds_per_query']}
+          'query_ms': 1000 * results['seconds_per_query'], 'command': command_line()}
+
+
+def pair_costs(workdirs, queries, turns):
+  """µs per (caption, image) pair of each slow model {name: workdir}, timed side by side:
+  the first captions of `queries` test images spread over the split against all 500
+  images, each model compiled first (a call of the same shapes on fewer images), the
+  models taking `turns` turns; the median turn. Also the bytes each stores per image."""
+  models = {}
+  for name, workdir in workdirs.items():
+    config = workdir_config.load(workdir)
+    restored = restore_lib.restore(config, workdir)
+    scorer = scorer_lib.SlowScorer(
+        restored.model, restored.params, config.data,
+        candidate_buckets=config.rerank.candidate_buckets,
+        length_buckets=config.rerank.length_buckets,
+        storage_dtype=config.rerank.storage_dtype, features='tokens')
+    records = sources.load_split(config.data, 'test')
+    features = scorer.gallery_features(records.images)
+    texts, _ = slow_retrieval.query_captions(records, queries, 'first')
+    tokens, mask = restored.tokenizer.encode(texts)
+    scorer.score_gallery(tokens, mask, features[:100])  # Compiles the one shape.
+    models[name] = {'scorer': scorer, 'tokens': tokens, 'mask': mask, 'features': features,
+                    'seconds': []}
+  for _ in range(turns):
+    for model in models.values():
+      start = time.perf_counter()
+      model['scorer'].score_gallery(model['tokens'], model['mask'], model['features'])
+      model['seconds'].append(time.perf_counter() - start)
+  return {'queries': queries, 'gallery': BASE_SIZE, 'turns': turns, 'command': command_line(),
+          'models': {name: {'pair_us': 1e6 * float(np.median(m['seconds']))
+                                       / (len(m['tokens']) * len(m['features'])),
+                            'bytes_per_image': int(m['features'][0].nbytes)}
+                     for name, m in models.items()}}
+
+
+def command_line():
+  return ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:])
 
 
 def speed(size, student, fast, pair_seconds, slow):
@@ -219,98 +279,13 @@ def speed(size, student, fast, pair_seconds, slow):
   return report
 
 
-def table(results):
-  lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
-           '|---|---|---|---|---|---|---|---|']
-  for size in results.get('sizes', []):
-    for row in size['rows']:
-      lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
-                   f'{row["k"] or ""} | ' + ' | '.join(
-                       f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
-                   + f' | {row["query_ms"]:.1f} |')
-  lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
-            '| gallery | features | bytes per image | ms/query | µs/pair |', '|---|---|---|---|---|']
-  for size in results.get('sizes', []):
-    for kind, row in size['slow_storage'].items():
-      lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
-                   f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
-  if 'distillation' not in results:
-    return '\n'.join(lines) + '\n'
-  distill, slow = results['distillation'], results['slow']
-  lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
-            f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
-            f'the same seed):', '',
-            '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | gain over Fast |',
-            '|---|---|---|---|---|---|---|---|',
-            '| Fast | | | | | {} | {:.1f} ± {:.1f} | |'.format(
-                len(distill['seeds']), 100 * distill['fast']['t2i/R@1']['mean'],
-                100 * distill['fast']['t2i/R@1']['std'])]
-  for v in distill['variants']:
-    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
-                 '{:+.1f} ± {:.1f} |'.format(
-                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
-                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
-                     100 * v['t2i/R@1']['std'], 100 * v['gain_over_fast']['mean'],
-                     100 * v['gain_over_fast']['std']))
-  if slow:
-    lines.append(f'| Slow (exhaustive, seed 0) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
-    lines += ['', f'Slow over all {slow["captions"]} test captions: R@5 '
-              f'{100 * slow["t2i/R@5"]:.1f}, R@10 {100 * slow["t2i/R@10"]:.1f}, '
-              f'{slow["pair_us"]:.0f} µs per (caption, image) pair.']
-  lines += ['', "The teacher's targets over B_i (|B_i| = 8; first training batches): top-1 = "
-            "its own image ranked first, p(own), entropy of p (nats; uniform: 2.08):", '',
-            '| batches | B_i | T | top-1 | p(own) | entropy |', '|---|---|---|---|---|---|']
-  for targets in results['teacher_targets']:
-    for key, row in targets['rows'].items():
-      candidates, temperature = key.split('/T=')
-      lines.append(f'| {"grouped" if targets["group_batches"] else "random"} | {candidates} '
-                   f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
-                   f'{row["entropy"]:.2f} |')
-  return '\n'.join(lines) + '\n'
-
-
-def plot(results, path):
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-  figure, axis = pyplot.subplots(figsize=(7, 5))
-  markers = {'Fast': 's', 'Fast distilled': 'D', 'Slow': '*', 'Fast+Slow': 'o'}
-  # A log axis has no 0: an R@1 of 0 is drawn hollow at half the smallest one above 0.
-  floor = min([100 * r['t2i/R@1'] for size in results['sizes'] for r in size['rows']
-               if r['t2i/R@1'] > 0] or [1.0]) / 2
-
-  def shown(row):
-    return 100 * row['t2i/R@1'] or floor
-
-  for size in results['sizes']:
-    by_time = sorted(size['rows'], key=lambda r: r['query_ms'])  # A line left to right.
-    line = axis.plot([r['query_ms'] for r in by_time], [shown(r) for r in by_time], ':',
-                     alpha=0.4)[0]
-    for row in size['rows']:
-      axis.plot(row['query_ms'], shown(row), markers[row['name']], color=line.get_color(),
-                fillstyle='full' if row['t2i/R@1'] else 'none')
-      if row['k']:
-        axis.annotate(f'K={row["k"]}', (row['query_ms'], shown(row)), fontsize=7)
-    line.set_label(f'{size["gallery"]:,} images')
-  for name, marker in markers.items():
-    axis.plot([], [], marker, color='grey', label=name)
-  if any(r['t2i/R@1'] == 0 for size in results['sizes'] for r in size['rows']):
-    axis.plot([], [], 'o', color='grey', fillstyle='none', label=f'R@1 = 0 (drawn at {floor:g})')
-  axis.set(xscale='log', yscale='log', xlabel='mean query time (ms)',
-           ylabel='text→image R@1 (%)', title='Fast, Slow and Fast+Slow by gallery size')
-  for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
-    ticks(matplotlib.ticker.FormatStrFormatter('%g'))  # 40, not 4×10¹.
-  axis.legend(fontsize=8)
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  pyplot.close(figure)
-
-
 def main(argv):
   del argv
   parts = set(_PARTS.value)
   if not parts or parts - set(PARTS):
     raise app.UsageError(f'--parts takes {", ".join(PARTS)}')
+  if set(_SLOW_MODELS.value) - set(SLOW_MODELS):
+    raise app.UsageError(f'--slow_models takes {", ".join(SLOW_MODELS)}')
   # The speed study needs seed 0's models only.
   seeds = list(range(_SEEDS.value)) if 'distillation' in parts else [0]
   variants = [parse_variant(v) for v in _VARIANTS.value]
@@ -330,15 +305,22 @@ def main(argv):
             'seed={seed}'.format(slow, fast, **variant, seed=seed),
             f'--config.total_steps={_STEPS.value}', groups)
   fast = os.path.join(_ROOT.value, 'fast-s0')
-  command = ' '.join(['python -m benchmarks.fast_slow'] + sys.argv[1:])
+  command = command_line()
   if 'distillation' in parts:
     temperatures = [float(t) for t in _TEMPERATURES.value]
     save({'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
           'distillation_command': command,
           'distillation': distillation(slow, seeds, variants),
           'teacher_targets': [teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
-                                              batches=2)],
-          'slow': slow_all_captions(slow) if _SLOW_ALL_CAPTIONS.value else None})
+                                              batches=2)]})
+  if 'slow_models' in parts:
+    steps = {'fine': _SLOW_STEPS.value, 'coarse': _SLOW_STEPS.value, 'itm': _ITM_STEPS.value}
+    workdirs = {name: os.path.join(_ROOT.value, SLOW_MODELS[name][0]) for name in SLOW_MODELS}
+    for name, (_, config) in SLOW_MODELS.items():
+      train(workdirs[name], config, f'--config.total_steps={steps[name]}')
+    save({'pair_costs': pair_costs(workdirs, _COST_QUERIES.value, _COST_TURNS.value)})
+    for name in _SLOW_MODELS.value:
+      save({'slow_models': {name: slow_all_captions(workdirs[name], steps[name])}})
   if 'speed' in parts:
     pair_seconds = None
     for size in sorted(int(s) for s in _SIZES.value):
@@ -357,13 +339,14 @@ def save(part):
   out = _OUT.value
   results = files.read_json(out, f'{out} is unreadable') if os.path.exists(out) else {}
   by_size = {size['gallery']: size for size in results.get('sizes', []) + part.pop('sizes', [])}
+  part['slow_models'] = {**results.get('slow_models', {}), **part.get('slow_models', {})}
   results.update(part, **({'sizes': [by_size[n] for n in sorted(by_size)]} if by_size else {}))
   files.write_json(out, results, indent=2)
   with files.atomic_file(out[:-len('.json')] + '.md') as f:
-    f.write(table(results))
+    f.write(fast_slow_report.table(results))
   if results.get('sizes'):
-    plot(results, out[:-len('.json')] + '.png')
-  print(table(results), flush=True)
+    fast_slow_report.plot(results, out[:-len('.json')] + '.png')
+  print(fast_slow_report.table(results), flush=True)
 
 
 if __name__ == '__main__':

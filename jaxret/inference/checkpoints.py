@@ -92,11 +92,10 @@ class Checkpoints:
       self.manager.wait_until_finished()
 
   def close(self):
-    """Waits for the pending save, then stops orbax's threads. An error from either (a
-    failed background write; the close of orbax's checkpointer and metadata stores) is
-    reported in one line, never as a traceback."""
+    """Waits for the pending save, then stops orbax's threads (orbax's `close` does
+    both). An error from either (a failed background write; the close of orbax's
+    checkpointer and metadata stores) is reported in one line, never as a traceback."""
     with _write_errors(self.manager.directory, self._saving):
-      self.manager.wait_until_finished()
       self.manager.close()
 
 

@@ -1,0 +1,109 @@
+"""The Fast and Slow study's report: its JSON (benchmarks/fast_slow.py) as a markdown
+table and a log-log plot of R@1 against the time per query."""
+
+
+def table(results):
+  lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
+           '|---|---|---|---|---|---|---|---|']
+  for size in results.get('sizes', []):
+    for row in size['rows']:
+      lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
+                   f'{row["k"] or ""} | ' + ' | '.join(
+                       f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
+                   + f' | {row["query_ms"]:.1f} |')
+  lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
+            '| gallery | features | bytes per image | ms/query | µs/pair |', '|---|---|---|---|---|']
+  for size in results.get('sizes', []):
+    for kind, row in size['slow_storage'].items():
+      lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
+                   f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
+  lines += slow_models_table(results.get('slow_models', {}), results.get('pair_costs'))
+  if 'distillation' not in results:
+    return '\n'.join(lines) + '\n'
+  distill, slow = results['distillation'], results.get('slow_models', {}).get('fine')
+  lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
+            f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
+            f'the same seed):', '',
+            '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | gain over Fast |',
+            '|---|---|---|---|---|---|---|---|',
+            '| Fast | | | | | {} | {:.1f} ± {:.1f} | |'.format(
+                len(distill['seeds']), 100 * distill['fast']['t2i/R@1']['mean'],
+                100 * distill['fast']['t2i/R@1']['std'])]
+  for v in distill['variants']:
+    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
+                 '{:+.1f} ± {:.1f} |'.format(
+                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
+                     100 * v['t2i/R@1']['std'], 100 * v['gain_over_fast']['mean'],
+                     100 * v['gain_over_fast']['std']))
+  if slow:
+    lines.append(f'| Slow (exhaustive, fine pyramid) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
+  lines += ['', "The teacher's targets over B_i (|B_i| = 8; first training batches): top-1 = "
+            "its own image ranked first, p(own), entropy of p (nats; uniform: 2.08):", '',
+            '| batches | B_i | T | top-1 | p(own) | entropy |', '|---|---|---|---|---|---|']
+  for targets in results['teacher_targets']:
+    for key, row in targets['rows'].items():
+      candidates, temperature = key.split('/T=')
+      lines.append(f'| {"grouped" if targets["group_batches"] else "random"} | {candidates} '
+                   f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
+                   f'{row["entropy"]:.2f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def slow_models_table(models, costs):
+  """The slow-model ablation: each model's exhaustive Slow over all test captions, and
+  the cost per pair of all of them timed side by side."""
+  if not models:
+    return []
+  lines = ['', 'Slow models: exhaustive Slow over all test captions of the 500-image split '
+           '(each its own run; µs/pair of that run), and the cost per pair timed side by '
+           'side in one run' + (f' ({costs["queries"]} queries against {costs["gallery"]} '
+                                f'images, median of {costs["turns"]} turns)' if costs else '')
+           + ':', '',
+           '| slow model | steps | captions | R@1 | R@5 | R@10 | µs/pair (its run) | '
+           'µs/pair side by side | stored bytes per image |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for name, row in models.items():
+    side = costs['models'].get(name) if costs else None
+    lines.append(f'| {name} | {row["steps"]} | {row["captions"]:,} | ' + ' | '.join(
+        f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10)) + f' | {row["pair_us"]:.0f} | '
+                 + (f'{side["pair_us"]:.0f} | {side["bytes_per_image"]:,} |' if side
+                    else '| |'))
+  return lines
+
+
+def plot(results, path):
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
+  figure, axis = pyplot.subplots(figsize=(7, 5))
+  markers = {'Fast': 's', 'Fast distilled': 'D', 'Slow': '*', 'Fast+Slow': 'o'}
+  # A log axis has no 0: an R@1 of 0 is drawn hollow at half the smallest one above 0.
+  floor = min([100 * r['t2i/R@1'] for size in results['sizes'] for r in size['rows']
+               if r['t2i/R@1'] > 0] or [1.0]) / 2
+
+  def shown(row):
+    return 100 * row['t2i/R@1'] or floor
+
+  for size in results['sizes']:
+    by_time = sorted(size['rows'], key=lambda r: r['query_ms'])  # A line left to right.
+    line = axis.plot([r['query_ms'] for r in by_time], [shown(r) for r in by_time], ':',
+                     alpha=0.4)[0]
+    for row in size['rows']:
+      axis.plot(row['query_ms'], shown(row), markers[row['name']], color=line.get_color(),
+                fillstyle='full' if row['t2i/R@1'] else 'none')
+      if row['k']:
+        axis.annotate(f'K={row["k"]}', (row['query_ms'], shown(row)), fontsize=7)
+    line.set_label(f'{size["gallery"]:,} images')
+  for name, marker in markers.items():
+    axis.plot([], [], marker, color='grey', label=name)
+  if any(r['t2i/R@1'] == 0 for size in results['sizes'] for r in size['rows']):
+    axis.plot([], [], 'o', color='grey', fillstyle='none', label=f'R@1 = 0 (drawn at {floor:g})')
+  axis.set(xscale='log', yscale='log', xlabel='mean query time (ms)',
+           ylabel='text→image R@1 (%)', title='Fast, Slow and Fast+Slow by gallery size')
+  for ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
+    ticks(matplotlib.ticker.FormatStrFormatter('%g'))  # 40, not 4×10¹.
+  axis.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  pyplot.close(figure)
