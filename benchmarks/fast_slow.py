@@ -1,7 +1,7 @@
 r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the speed-up.
 
   python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
-      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=student:8:1:1,random:8:1:1] \
+      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1:3] \
       [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
@@ -76,12 +76,12 @@ _STEPS = flags.DEFINE_integer('steps', 200, 'Training steps of Fast and the stud
 _SLOW_STEPS = flags.DEFINE_integer('slow_steps', 400, 'Training steps of the slow captioner.')
 _ROOT = flags.DEFINE_string('root', '/tmp/jaxret-fast-slow', 'Where the workdirs live.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['student:8:1:1', 'random:8:1:1'],
-    'Distillation variants candidates:|B_i|:T:alpha; the first is "Fast distilled". None: '
-    'no distillation; the speed study then re-ranks the plain Fast model.')
+    'variants', ['random:8:1:1', 'student:8:1:1'],
+    'Distillation variants candidates:|B_i|:T:alpha[:seeds]; the first is "Fast distilled". '
+    'None: no distillation; the speed study then re-ranks the plain Fast model.')
 _ABLATION_SEEDS = flags.DEFINE_integer(
-    'ablation_seeds', 1, 'Seeds of the variants after the first (the ablation); the first '
-    'variant ("Fast distilled") gets --seeds.')
+    'ablation_seeds', 1, 'Seeds of the variants after the first (the ablation) that name '
+    'none; the first variant ("Fast distilled") gets --seeds unless it names its own.')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -116,10 +116,18 @@ def train(workdir, config, *overrides):
                  f'--config.optimizer.warmup_steps={min(50, max(steps // 8, 1))}')
 
 
-def parse_variant(text):
-  candidates, count, temperature, alpha = text.split(':')
-  return {'candidates': candidates, 'num_candidates': int(count),
-          'temperature': float(temperature), 'alpha': float(alpha)}
+def parse_variant(text, seeds):
+  """'candidates:|B_i|:T:alpha[:seeds]' -> (the distill config's settings, seeds: the
+  number given, else `seeds`)."""
+  fields = text.split(':')
+  if len(fields) not in (4, 5):
+    raise app.UsageError(f'a variant is candidates:|B_i|:T:alpha[:seeds], not {text!r}')
+  candidates, count, temperature, alpha = fields[:4]
+  num_seeds = int(fields[4]) if len(fields) == 5 else seeds
+  if not 1 <= num_seeds <= _SEEDS.value:
+    raise app.UsageError(f'variant {text!r}: 1 to --seeds={_SEEDS.value} seeds')
+  return ({'candidates': candidates, 'num_candidates': int(count),
+           'temperature': float(temperature), 'alpha': float(alpha)}, num_seeds)
 
 
 def variant_dir(variant, seed):
@@ -203,13 +211,14 @@ def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, b
 
 
 def distillation(slow, seeds, variants):
+  """Fast and each (variant, its number of seeds) over all test captions."""
   fast = [all_captions(os.path.join(_ROOT.value, f'fast-s{s}')) for s in seeds]
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
          'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
          'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast])},
          'variants': []}
-  for i, variant in enumerate(variants):
-    variant_seeds = seeds if i == 0 else seeds[:_ABLATION_SEEDS.value]
+  for variant, num_seeds in variants:
+    variant_seeds = seeds[:num_seeds]
     runs = [all_captions(variant_dir(variant, s)) for s in variant_seeds]
     out['variants'].append({**variant, 'seeds': variant_seeds, 'per_seed': runs,
                             't2i/R@1': spread([r['t2i/R@1'] for r in runs]),
@@ -288,7 +297,8 @@ def main(argv):
     raise app.UsageError(f'--slow_models takes {", ".join(SLOW_MODELS)}')
   # The speed study needs seed 0's models only.
   seeds = list(range(_SEEDS.value)) if 'distillation' in parts else [0]
-  variants = [parse_variant(v) for v in _VARIANTS.value]
+  variants = [parse_variant(v, _SEEDS.value if i == 0 else _ABLATION_SEEDS.value)
+              for i, v in enumerate(_VARIANTS.value)]
   slow = os.path.join(_ROOT.value, 'slow')
   groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
   train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
@@ -296,8 +306,8 @@ def main(argv):
     fast = os.path.join(_ROOT.value, f'fast-s{seed}')
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
           f'--config.seed={seed}', groups)
-    for i, variant in enumerate(variants):
-      if i and seed >= _ABLATION_SEEDS.value:
+    for variant, num_seeds in variants:
+      if seed >= num_seeds:
         continue
       train(variant_dir(variant, seed),
             'configs/distill.py:slow={},fast={},candidates={candidates},'
@@ -324,7 +334,7 @@ def main(argv):
   if 'speed' in parts:
     pair_seconds = None
     for size in sorted(int(s) for s in _SIZES.value):
-      report = speed(size, variant_dir(variants[0], 0) if variants else fast,
+      report = speed(size, variant_dir(variants[0][0], 0) if variants else fast,
                      fast if variants else '', pair_seconds, slow)
       slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
       pair_seconds = slow_row['pair_us'] / 1e6
