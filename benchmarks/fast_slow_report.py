@@ -12,7 +12,8 @@ def table(results):
                        f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
                    + f' | {row["query_ms"]:.1f} |')
   lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
-            '| gallery | features | bytes per image | ms/query | µs/pair |', '|---|---|---|---|---|']
+            '| gallery | features | bytes per image | ms/query | µs/pair |',
+            '|---|---|---|---|---|']
   for size in results.get('sizes', []):
     for kind, row in size['slow_storage'].items():
       lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
