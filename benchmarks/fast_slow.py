@@ -44,20 +44,18 @@ import time
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 
+from benchmarks import fast_slow_diagnostics as diagnostics
 from benchmarks import fast_slow_report
 from benchmarks import training
 from jaxret import files
 from jaxret.config import workdir as workdir_config
-from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.evaluate import fast_slow as fast_slow_eval
 from jaxret.evaluate import run as evaluate_run
 from jaxret.evaluate import slow_retrieval
 from jaxret.inference import restore as restore_lib
-from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
 
 PARTS = ('distillation', 'speed', 'slow_models')
@@ -161,61 +159,14 @@ def spread(values):
           'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0}
 
 
-def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, batches=4):
-  """What the teacher's soft targets say beyond the contrastive one-hot, on the first
-  `batches` training batches (seed 0): for B_i of `num_candidates` images chosen at
-  random or by the Fast model's score (`student`), and each teacher temperature T, the
-  fraction of captions whose own image the teacher ranks first in B_i, the teacher's
-  mean probability of it, and the mean entropy of p over B_i (nats; log |B_i| is
-  uniform)."""
-  slow_config, fast_config = workdir_config.load(slow), workdir_config.load(fast)
-  teacher, student = restore_lib.restore(slow_config, slow), restore_lib.restore(fast_config, fast)
-  data_config = workdir_config.load(fast).data
-  with data_config.unlocked():
-    data_config.group_batches = group_batches
-  dataset = pipeline.train_dataset(sources.load_split(data_config, 'train'),
-                                   teacher.tokenizer, data_config, seed=0,
-                                   global_batch=fast_config.batch_size)
-  scorer = scorer_lib.SlowScorer(teacher.model, teacher.params, slow_config.data)
-  visual_tokens = jax.jit(lambda p, x: teacher.model.apply(
-      {'params': p}, x, method=teacher.model.visual_tokens))
-  image_emb = jax.jit(lambda p, x: student.model.apply(
-      {'params': p}, x, method=student.model.encode_image)[0])
-  text_emb = jax.jit(lambda p, t, m: student.model.apply(
-      {'params': p}, t, m, method=student.model.encode_text)[0])
-  stats = {}
-  for step in range(batches):
-    batch = dataset[step]
-    h = scorer.score_gallery(batch['text'], batch['text_mask'],
-                             np.asarray(visual_tokens(teacher.params, batch['image'])))
-    student_scores = (np.asarray(text_emb(student.params, batch['text'], batch['text_mask']))
-                      @ np.asarray(image_emb(student.params, batch['image'])).T)
-    random_scores = np.random.default_rng(step).uniform(size=h.shape)
-    for name, scores in (('random', random_scores), ('student', student_scores)):
-      rows, valid = (np.asarray(a) for a in distill_loss.pick_candidates(
-          scores, batch['image_id'], num_candidates))
-      picked = np.where(valid, np.take_along_axis(h, rows, axis=1), -np.inf)
-      for t in temperatures:
-        logits = picked / t
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        entropy = -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0.0), axis=1)
-        row = stats.setdefault(f'{name}/T={t:g}', {'top1': [], 'p_own': [], 'entropy': []})
-        row['top1'].append(float(np.mean(np.argmax(picked, axis=1) == 0)))
-        row['p_own'].append(float(np.mean(p[:, 0])))
-        row['entropy'].append(float(np.mean(entropy)))
-  return {'batches': batches, 'batch_size': fast_config.batch_size,
-          'num_candidates': num_candidates, 'group_batches': group_batches,
-          'rows': {key: {m: float(np.mean(v)) for m, v in row.items()}
-                   for key, row in stats.items()}}
-
-
 def distillation(slow, seeds, variants):
   """Fast and each (variant, its number of seeds) over all test captions."""
-  fast = [all_captions(os.path.join(_ROOT.value, f'fast-s{s}')) for s in seeds]
+  fast_dirs = [os.path.join(_ROOT.value, f'fast-s{s}') for s in seeds]
+  fast = [all_captions(workdir) for workdir in fast_dirs]
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
          'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
-         'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast])},
+         'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast]),
+                  'top1_errors': [diagnostics.top1_errors(w) for w in fast_dirs]},
          'variants': []}
   for variant, num_seeds in variants:
     variant_seeds = seeds[:num_seeds]
@@ -321,8 +272,8 @@ def main(argv):
     save({'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
           'distillation_command': command,
           'distillation': distillation(slow, seeds, variants),
-          'teacher_targets': [teacher_targets(slow, fast, _GROUP_BATCHES.value, temperatures,
-                                              batches=2)]})
+          'teacher_targets': [diagnostics.teacher_targets(
+              slow, fast, _GROUP_BATCHES.value, temperatures, batches=2)]})
   if 'slow_models' in parts:
     steps = {'fine': _SLOW_STEPS.value, 'coarse': _SLOW_STEPS.value, 'itm': _ITM_STEPS.value}
     workdirs = {name: os.path.join(_ROOT.value, SLOW_MODELS[name][0]) for name in SLOW_MODELS}

@@ -39,6 +39,14 @@ def table(results):
                      100 * v['gain_over_fast']['std']))
   if slow:
     lines.append(f'| Slow (exhaustive, fine pyramid) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
+  errors = distill['fast'].get('top1_errors')
+  if errors:
+    lines += ['', "Fast's top 1 over all test captions, per seed: R@1; the top image in the "
+              "right image's group of near-duplicates (group@1); of the wrong top-1 images, "
+              'the share that are near-duplicates of the right one:', '',
+              '| seed | R@1 | group@1 | errors in the group |', '|---|---|---|---|']
+    lines += [f'| {seed} | {100 * e["t2i/R@1"]:.1f} | {100 * e["group@1"]:.1f} | '
+              f'{100 * e["errors_in_group"]:.0f}% |' for seed, e in zip(distill['seeds'], errors)]
   lines += ['', "The teacher's targets over B_i (|B_i| = 8; first training batches): top-1 = "
             "its own image ranked first, p(own), entropy of p (nats; uniform: 2.08):", '',
             '| batches | B_i | T | top-1 | p(own) | entropy |', '|---|---|---|---|---|---|']
