@@ -66,8 +66,8 @@ SLOW_MODELS = {'fine': ('slow', 'configs/caption.py'),
                'coarse': ('slow-coarse', 'configs/caption.py:pyramid=coarse'),
                'itm': ('albef', 'configs/albef.py')}
 _PARTS = flags.DEFINE_list('parts', list(PARTS), 'What to measure: the distillation study, '
-                           'the speed study by gallery size, or both (each part run updates '
-                           'its own keys of --out).')
+                           'the speed study by gallery size, the slow-model ablation (each '
+                           'part run updates its own keys of --out).')
 _SIZES = flags.DEFINE_list('sizes', ['500', '5000', '50000'], 'Test gallery sizes.')
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Training seeds of Fast and of each distilled variant.')
 _STEPS = flags.DEFINE_integer('steps', 200, 'Training steps of Fast and the students.')
