@@ -9,6 +9,7 @@ from jaxret.data import pipeline
 from jaxret.data import sources
 from jaxret.evaluate import embed
 from jaxret.evaluate import recall
+from jaxret.evaluate import retrieval
 from jaxret.inference import restore as restore_lib
 from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
@@ -72,13 +73,10 @@ def top1_errors(workdir):
   restored = restore_lib.restore(config, workdir)
   records = sources.load_split(config.data, 'test')
   embedder = embed.Embedder(restored.model, restored.mesh, config.eval.batch_size, config.data)
-  texts = [text for captions in records.captions for text in captions]
-  right = recall.rows_of(records.image_ids, [i for i, captions in zip(records.image_ids,
-                                                                       records.captions)
-                                             for _ in captions])
-  tokens, mask = restored.tokenizer.encode(texts)
-  top = np.argmax(embedder.texts(restored.params, tokens, mask)
-                  @ embedder.images(restored.params, records.images).T, axis=1)
+  image_emb, text_emb, text_image_ids, texts = retrieval.embed_split(
+      embedder, restored.params, records, restored.tokenizer)
+  right = recall.rows_of(records.image_ids, text_image_ids)
+  top = np.argmax(text_emb @ image_emb.T, axis=1)
   groups = np.asarray(records.groups)
   hit, in_group = top == right, groups[top] == groups[right]
   return {'captions': len(texts), 't2i/R@1': float(hit.mean()),
