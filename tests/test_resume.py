@@ -154,6 +154,9 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
   lines = [l for l in stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 1, f'{stderr[:3000]}\n[...]\n{stderr[-3000:]}'
   assert 'could not write the checkpoint of step 10' in lines[0] and 'intact' in lines[0]
+  # The aborted save's late writes stay quiet, and the error is the last line.
+  assert 'Event loop is closed' not in stderr
+  assert stderr.strip().splitlines()[-1] == lines[0]
   assert _steps(tmp_path) == [5]
   _assert_bit_identical(before, _params(tmp_path))
 

@@ -6,7 +6,10 @@ exactly the batches an uninterrupted run would have seen.
 """
 
 import contextlib
+import logging
 import os
+import sys
+import warnings
 
 import grain
 import jax
@@ -33,6 +36,8 @@ class Checkpoints:
     if read_only and not os.path.isdir(directory(workdir)):
       raise errors.UserError(f'no checkpoints in {workdir}; run --mode=train first')
     self._saving = None  # The step of the save started last (its writes may be pending).
+    if not read_only:
+      _quiet_aborted_saves()
     self.manager = ocp.CheckpointManager(
         directory(workdir),
         options=ocp.CheckpointManagerOptions(
@@ -99,6 +104,42 @@ class Checkpoints:
       self.manager.close()
 
 
+_QUIET = []  # The hook `_quiet_aborted_saves` installed (at most one per process).
+
+
+def _quiet_aborted_saves():
+  """Keeps the late writes of a failed save from printing a traceback each.
+
+  When one write of an async save fails (a full disk), orbax closes the save's
+  event loop while tensorstore's other writes are still in flight; each of them
+  then completes into the closed loop and Python prints its `RuntimeError('Event
+  loop is closed')` as an unraisable exception: hundreds of tracebacks around
+  the one-line error `_write_errors` reports. This drops exactly those and
+  passes every other unraisable exception on."""
+  if _QUIET:
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    late = (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed')
+    if not late:
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  _QUIET.append(hook)
+
+
+def _quiet_the_rest_of_a_failed_save():
+  """After a failed save, the caller reports it in one line and stops; the save's
+  leftovers (orbax's and asyncio's logs of each abandoned write, its coroutines
+  never awaited) would otherwise keep printing after that line, until exit."""
+  for name in ('absl', 'asyncio'):  # orbax logs through absl.
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
+                          category=RuntimeWarning)
+
+
 @contextlib.contextmanager
 def _write_errors(where, step):
   """Turns a failed checkpoint write (disk full, no permission) into one clear error.
@@ -112,6 +153,7 @@ def _write_errors(where, step):
     raise
   except Exception as e:  # pylint: disable=broad-exception-caught
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    _quiet_the_rest_of_a_failed_save()
     raise errors.RunError(
         f'could not write the checkpoint of step {step} under {where}: {reason[:300]}; free disk '
         'space or pick a writable --workdir (earlier checkpoints are intact)') from e
