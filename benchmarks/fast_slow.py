@@ -38,6 +38,8 @@ Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 (log-log), one line per gallery size.
 """
 
+import functools
+import operator
 import os
 import sys
 import time
@@ -133,16 +135,22 @@ def variant_dir(variant, seed):
                       '{alpha:g}-s{seed}'.format(**variant, seed=seed))
 
 
+# Settings the slow evaluators read that a config without one lacks (ALBEF's): the only
+# keys an override may add.
+ADDABLE_EVAL_KEYS = ('eval.max_queries', 'eval.query_captions')
+
+
 def evaluate(workdir, **overrides):
-  """`--mode=eval` of `workdir` with config overrides {'data.num_test': N, ...}; an
-  override may add a setting its config lacks (ALBEF's has no exhaustive-Slow queries)."""
+  """`--mode=eval` of `workdir` with config overrides {'data.num_test': N, ...}. A key
+  the config lacks is refused (a misspelt one would be ignored), except those of
+  `ADDABLE_EVAL_KEYS`."""
   config = workdir_config.load(workdir)
   with config.unlocked():
     for key, value in overrides.items():
-      node = config
       *parents, leaf = key.split('.')
-      for parent in parents:
-        node = node[parent]
+      node = functools.reduce(operator.getitem, parents, config)
+      if leaf not in node and key not in ADDABLE_EVAL_KEYS:
+        raise KeyError(f'the config of {workdir} has no {key}')
       node[leaf] = value
   return evaluate_run.evaluate(config, workdir)
 

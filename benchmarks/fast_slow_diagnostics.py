@@ -24,7 +24,7 @@ def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, b
   uniform)."""
   slow_config, fast_config = workdir_config.load(slow), workdir_config.load(fast)
   teacher, student = restore_lib.restore(slow_config, slow), restore_lib.restore(fast_config, fast)
-  data_config = workdir_config.load(fast).data
+  data_config = fast_config.data  # Restored already: the change below touches data only.
   with data_config.unlocked():
     data_config.group_batches = group_batches
   dataset = pipeline.train_dataset(sources.load_split(data_config, 'train'),

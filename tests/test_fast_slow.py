@@ -371,3 +371,15 @@ def test_reranker_measures_each_candidate_bucket():
   assert reranker.bucket_costs_ms is costs
   # Each bucket: one call to compile, then the timed repeats, on that many candidates.
   assert scorer.seen == [(1, 2)] * 3 + [(1, 4)] * 3
+
+
+def test_the_study_refuses_an_override_its_workdirs_config_lacks(tmp_path, tiny_config):
+  """benchmarks.fast_slow's `evaluate` may add only the slow evaluators' settings;
+  a misspelt key is refused before any work, never added and then ignored."""
+  from benchmarks import fast_slow as study  # pylint: disable=import-outside-toplevel
+  from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
+  workdir_config.save(tiny_config, str(tmp_path))
+  with pytest.raises(KeyError, match='eval.evaluatr'):
+    study.evaluate(str(tmp_path), **{'eval.evaluatr': 'retrieval'})
+  with pytest.raises(KeyError, match='rerank.kz'):
+    study.evaluate(str(tmp_path), **{'eval.max_queries': 5, 'rerank.kz': (10,)})
