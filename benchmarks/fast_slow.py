@@ -1,7 +1,7 @@
 r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the speed-up.
 
   python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
-      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1:3] \
+      [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1] \
       [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
@@ -30,7 +30,10 @@ Evaluates:
 
 `--parts` picks the parts (a part's run keeps the other parts' latest results in --out,
 and a slow model's row is kept until it is measured again; the speed study needs only
-seed 0's models).
+seed 0's models, and trains only the first variant when the distillation part is not
+asked for). The defaults reproduce the whole study: 3 seeds of Fast and of each of the
+five variants (18 trainings of 200 steps), all three parts: about 10 hours on 2 CPU
+cores, estimated from the parts' run times here.
 Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 {"sizes": [{"gallery", "queries", "rows": [{"name", "k", "t2i/R@1", ...,
 "query_ms"}], ...}], "distillation": {...}, "slow_models": {name: {...}},
@@ -76,11 +79,12 @@ _STEPS = flags.DEFINE_integer('steps', 200, 'Training steps of Fast and the stud
 _SLOW_STEPS = flags.DEFINE_integer('slow_steps', 400, 'Training steps of the slow captioner.')
 _ROOT = flags.DEFINE_string('root', '/tmp/jaxret-fast-slow', 'Where the workdirs live.')
 _VARIANTS = flags.DEFINE_list(
-    'variants', ['random:8:1:1', 'student:8:1:1'],
+    'variants', ['random:8:1:1', 'student:8:1:1', 'student:8:4:1', 'random:8:1:2',
+                 'random:16:1:1'],
     'Distillation variants candidates:|B_i|:T:alpha[:seeds]; the first is "Fast distilled". '
     'None: no distillation; the speed study then re-ranks the plain Fast model.')
 _ABLATION_SEEDS = flags.DEFINE_integer(
-    'ablation_seeds', 1, 'Seeds of the variants after the first (the ablation) that name '
+    'ablation_seeds', 3, 'Seeds of the variants after the first (the ablation) that name '
     'none; the first variant ("Fast distilled") gets --seeds unless it names its own.')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
@@ -265,7 +269,7 @@ def main(argv):
     fast = os.path.join(_ROOT.value, f'fast-s{seed}')
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
           f'--config.seed={seed}', groups)
-    for variant, num_seeds in variants:
+    for variant, num_seeds in variants if 'distillation' in parts else variants[:1]:
       if seed >= num_seeds:
         continue
       train(variant_dir(variant, seed),
