@@ -11,8 +11,10 @@ query (--query="a red circle" [--k=5]), demo (all of them in order), and serve
 Without --config, every mode except train uses DIR/config.json.
 """
 
+import logging as std_logging
 import sys
 import traceback
+import warnings
 
 from absl import app
 from absl import flags
@@ -130,6 +132,16 @@ def run(mode, config, workdir, step=None, query_text=None, k=None, host='127.0.0
     server.serve(config, workdir, host, port, write_token_file=write_token_file)
 
 
+def _quiet_background_threads():
+  """Keeps the error line the last one: what background threads would print after it
+  until exit (a failed checkpoint save's abandoned writes, logged by orbax through absl
+  and by asyncio, and its coroutines never awaited) says nothing the line does not."""
+  logging.set_verbosity(logging.FATAL)
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
+                          category=RuntimeWarning)
+
+
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'error: unexpected arguments {argv[1:]}; flags look like --mode=train')
@@ -141,6 +153,7 @@ def main(argv):
     run(_MODE.value, config, _WORKDIR.value, _STEP.value, _QUERY.value, _K.value,
         host=_HOST.value, port=_PORT.value, write_token_file=_WRITE_TOKEN_FILE.value)
   except (errors.UserError, errors.RunError) as e:
+    _quiet_background_threads()
     sys.exit(f'error: {e}')
   except errors.Preempted as e:
     print(e, flush=True)  # A clean stop: the scheduler may restart the same command.

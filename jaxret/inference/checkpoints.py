@@ -6,10 +6,8 @@ exactly the batches an uninterrupted run would have seen.
 """
 
 import contextlib
-import logging
 import os
 import sys
-import warnings
 
 import grain
 import jax
@@ -130,16 +128,6 @@ def _quiet_aborted_saves():
   _QUIET.append(hook)
 
 
-def _quiet_the_rest_of_a_failed_save():
-  """After a failed save, the caller reports it in one line and stops; the save's
-  leftovers (orbax's and asyncio's logs of each abandoned write, its coroutines
-  never awaited) would otherwise keep printing after that line, until exit."""
-  for name in ('absl', 'asyncio'):  # orbax logs through absl.
-    logging.getLogger(name).setLevel(logging.CRITICAL)
-  warnings.filterwarnings('ignore', message='coroutine .* was never awaited',
-                          category=RuntimeWarning)
-
-
 @contextlib.contextmanager
 def _write_errors(where, step):
   """Turns a failed checkpoint write (disk full, no permission) into one clear error.
@@ -153,7 +141,6 @@ def _write_errors(where, step):
     raise
   except Exception as e:  # pylint: disable=broad-exception-caught
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    _quiet_the_rest_of_a_failed_save()
     raise errors.RunError(
         f'could not write the checkpoint of step {step} under {where}: {reason[:300]}; free disk '
         'space or pick a writable --workdir (earlier checkpoints are intact)') from e
