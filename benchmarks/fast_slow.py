@@ -10,13 +10,17 @@ re-ranker), and per seed s the fast dual encoder `fast-s<s>` (configs/demo.py)
 and one distilled student per variant `distill-<candidates>-<|B_i|>-<T>-<α>-s<s>`
 (configs/distill.py: how B_i's other images are chosen, |B_i| (0: the whole
 batch), the teacher's temperature T and the weight α). The first variant is
-"Fast distilled" of the speed study. For the slow_models part also `slow-coarse`
-(configs/caption.py:pyramid=coarse) and ALBEF `albef` (configs/albef.py, its ITM
-head as the slow score).
+"Fast distilled" of the speed study. The longer regime (--continued): per seed,
+`fast-cont<N>-s<s>` and `distill-cont<N>-<variant>-s<s>`, both trained
+N = --continued_steps more steps from fast-s<s>'s checkpoint (a fresh optimizer and
+schedule), Fast without the teacher and the student with it. For the slow_models
+part also `slow-coarse` (configs/caption.py:pyramid=coarse) and ALBEF `albef`
+(configs/albef.py, its ITM head as the slow score).
 
 Evaluates:
 - distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
-  and of every variant, per seed, with mean and sample standard deviation;
+  and of every variant, per seed, with mean and sample standard deviation; the
+  same for the continued Fast and students;
 - speed, for each gallery size N (the test split generated with N images, in
   near-duplicate groups; seed 0's models): the `fast_slow` evaluator's rows (Fast
   (ScaNN), Fast distilled, exhaustive Slow, Fast+Slow at K in 10, 50, 100) on a
@@ -32,8 +36,9 @@ Evaluates:
 and a slow model's row is kept until it is measured again; the speed study needs only
 seed 0's models, and trains only the first variant when the distillation part is not
 asked for). The defaults reproduce the whole study: 3 seeds of Fast and of each of the
-five variants (18 trainings of 200 steps), all three parts: about 10 hours on 2 CPU
-cores, estimated from the parts' run times here.
+five variants (18 trainings of 200 steps), 3 seeds of the continued Fast and student
+(400 steps each), all three parts: about 12 hours on 2 CPU cores, estimated from the
+parts' run times here.
 Writes benchmarks/results/fast_slow.{json,md,png} (--out): the JSON holds
 {"sizes": [{"gallery", "queries", "rows": [{"name", "k", "t2i/R@1", ...,
 "query_ms"}], ...}], "distillation": {...}, "slow_models": {name: {...}},
@@ -86,6 +91,16 @@ _VARIANTS = flags.DEFINE_list(
 _ABLATION_SEEDS = flags.DEFINE_integer(
     'ablation_seeds', 3, 'Seeds of the variants after the first (the ablation) that name '
     'none; the first variant ("Fast distilled") gets --seeds unless it names its own.')
+_CONTINUED = flags.DEFINE_list(
+    'continued', ['random:8:1:1'], 'Distillation variants (as --variants; each with --seeds '
+    'seeds unless it names its own) also trained --continued_steps more steps from Fast\'s '
+    'checkpoint, against Fast trained as many more steps the same way: the longer regime.')
+_CONTINUED_STEPS = flags.DEFINE_integer(
+    'continued_steps', 400, 'Steps of the continued models (0: none), warm-started from '
+    'fast-s<seed> (config.init.workdir) with a fresh optimizer and schedule.')
+_SPEED_MODELS = flags.DEFINE_enum(
+    'speed_models', 'base', ['base', 'continued'], "The speed study's seed-0 models: Fast "
+    'and the first variant (base), or the continued Fast and the first --continued variant.')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -134,9 +149,23 @@ def parse_variant(text, seeds):
            'temperature': float(temperature), 'alpha': float(alpha)}, num_seeds)
 
 
-def variant_dir(variant, seed):
-  return os.path.join(_ROOT.value, 'distill-{candidates}-{num_candidates}-{temperature:g}-'
-                      '{alpha:g}-s{seed}'.format(**variant, seed=seed))
+def variant_dir(variant, seed, continued=0):
+  """The student's workdir; `continued`: the one trained that many steps more from Fast."""
+  return os.path.join(_ROOT.value, 'distill-{}{candidates}-{num_candidates}-{temperature:g}-'
+                      '{alpha:g}-s{seed}'.format(f'cont{continued}-' if continued else '',
+                                                 **variant, seed=seed))
+
+
+def fast_dir(seed, continued=0):
+  """Fast's workdir; `continued`: Fast trained that many steps more from it."""
+  return os.path.join(_ROOT.value, f'fast-cont{continued}-s{seed}' if continued
+                      else f'fast-s{seed}')
+
+
+def distill_config(slow, fast, variant, seed):
+  return ('configs/distill.py:slow={},fast={},candidates={candidates},'
+          'num_candidates={num_candidates},temperature={temperature},alpha={alpha},'
+          'seed={seed}'.format(slow, fast, **variant, seed=seed))
 
 
 # Settings the slow evaluators read that a config without one lacks (ALBEF's): the only
@@ -171,22 +200,35 @@ def spread(values):
           'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0}
 
 
-def distillation(slow, seeds, variants):
-  """Fast and each (variant, its number of seeds) over all test captions."""
-  fast_dirs = [os.path.join(_ROOT.value, f'fast-s{s}') for s in seeds]
+def compare(seeds, variants, continued=0):
+  """Fast and each (variant, its number of seeds) over all test captions, each variant's
+  gain per seed against Fast of the same seed; `continued`: the models trained that many
+  steps more from Fast's checkpoint."""
+  fast_dirs = [fast_dir(s, continued) for s in seeds]
   fast = [all_captions(workdir) for workdir in fast_dirs]
-  out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
-         'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
-         'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast]),
+  out = {'fast': {'per_seed': fast, 't2i/R@1': spread([r['t2i/R@1'] for r in fast]),
                   'top1_errors': [diagnostics.top1_errors(w) for w in fast_dirs]},
          'variants': []}
   for variant, num_seeds in variants:
     variant_seeds = seeds[:num_seeds]
-    runs = [all_captions(variant_dir(variant, s)) for s in variant_seeds]
+    runs = [all_captions(variant_dir(variant, s, continued)) for s in variant_seeds]
     out['variants'].append({**variant, 'seeds': variant_seeds, 'per_seed': runs,
                             't2i/R@1': spread([r['t2i/R@1'] for r in runs]),
                             'gain_over_fast': spread([r['t2i/R@1'] - f['t2i/R@1']
                                                       for r, f in zip(runs, fast)])})
+  return out
+
+
+def distillation(slow, seeds, variants, continued):
+  """The study's students against Fast, and those of `continued` (variants, steps) against
+  Fast trained as many steps more."""
+  out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
+         'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
+         **compare(seeds, variants)}
+  continued_variants, steps = continued
+  if continued_variants and steps:
+    out['continued'] = {'from_steps': _STEPS.value, 'steps': steps,
+                        **compare(seeds, continued_variants, steps)}
   return out
 
 
@@ -262,28 +304,43 @@ def main(argv):
   seeds = list(range(_SEEDS.value)) if 'distillation' in parts else [0]
   variants = [parse_variant(v, _SEEDS.value if i == 0 else _ABLATION_SEEDS.value)
               for i, v in enumerate(_VARIANTS.value)]
+  continued = ([parse_variant(v, _SEEDS.value) for v in _CONTINUED.value]
+               if _CONTINUED_STEPS.value else [])
+  on_continued = 'speed' in parts and _SPEED_MODELS.value == 'continued'
+  if on_continued and not continued:
+    raise app.UsageError('--speed_models=continued needs --continued and --continued_steps')
+  if 'distillation' not in parts:  # Only the speed study's: the first variant, seed 0.
+    variants, continued = ([], continued[:1]) if on_continued else (variants[:1], [])
   slow = os.path.join(_ROOT.value, 'slow')
   groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
   train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
   for seed in seeds:
-    fast = os.path.join(_ROOT.value, f'fast-s{seed}')
+    fast = fast_dir(seed)
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
           f'--config.seed={seed}', groups)
-    for variant, num_seeds in variants if 'distillation' in parts else variants[:1]:
-      if seed >= num_seeds:
-        continue
-      train(variant_dir(variant, seed),
-            'configs/distill.py:slow={},fast={},candidates={candidates},'
-            'num_candidates={num_candidates},temperature={temperature},alpha={alpha},'
-            'seed={seed}'.format(slow, fast, **variant, seed=seed),
-            f'--config.total_steps={_STEPS.value}', groups)
-  fast = os.path.join(_ROOT.value, 'fast-s0')
+    steps = f'--config.total_steps={_STEPS.value}'
+    for variant, num_seeds in variants:
+      if seed < num_seeds:
+        train(variant_dir(variant, seed), distill_config(slow, fast, variant, seed), steps,
+              groups)
+    # The longer regime: both trained --continued_steps more from Fast's checkpoint.
+    steps = f'--config.total_steps={_CONTINUED_STEPS.value}'
+    start = f'--config.init.workdir={fast}'
+    if continued:
+      train(fast_dir(seed, _CONTINUED_STEPS.value), 'configs/demo.py', steps,
+            f'--config.seed={seed}', groups, start)
+    for variant, num_seeds in continued:
+      if seed < num_seeds:
+        train(variant_dir(variant, seed, _CONTINUED_STEPS.value),
+              distill_config(slow, fast, variant, seed), steps, groups, start)
+  fast = fast_dir(0)
   command = command_line()
   if 'distillation' in parts:
     temperatures = [float(t) for t in _TEMPERATURES.value]
     save({'steps': {'fast': _STEPS.value, 'slow': _SLOW_STEPS.value},
           'distillation_command': command,
-          'distillation': distillation(slow, seeds, variants),
+          'distillation': distillation(slow, seeds, variants,
+                                       (continued, _CONTINUED_STEPS.value)),
           'teacher_targets': [diagnostics.teacher_targets(
               slow, fast, _GROUP_BATCHES.value, temperatures, batches=2)]})
   if 'slow_models' in parts:
@@ -295,10 +352,15 @@ def main(argv):
     for name in _SLOW_MODELS.value:
       save({'slow_models': {name: slow_all_captions(workdirs[name], steps[name])}})
   if 'speed' in parts:
+    if on_continued:
+      fast, student = fast_dir(0, _CONTINUED_STEPS.value), variant_dir(
+          continued[0][0], 0, _CONTINUED_STEPS.value)
+    else:
+      student = variant_dir(variants[0][0], 0) if variants else None
     pair_seconds = None
     for size in sorted(int(s) for s in _SIZES.value):
-      report = speed(size, variant_dir(variants[0][0], 0) if variants else fast,
-                     fast if variants else '', pair_seconds, slow)
+      report = speed(size, student or fast, fast if student else '', pair_seconds, slow)
+      report['models'] = {'fast': fast, 'distilled': student}
       slow_row = next(r for r in report['rows'] if r['name'] == 'Slow')
       pair_seconds = slow_row['pair_us'] / 1e6
       print(fast_slow_eval.table(report), flush=True)

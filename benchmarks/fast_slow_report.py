@@ -39,6 +39,7 @@ def table(results):
                      100 * v['gain_over_fast']['std']))
   if slow:
     lines.append(f'| Slow (exhaustive, fine pyramid) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
+  lines += continued_table(distill.get('continued'))
   errors = distill['fast'].get('top1_errors')
   if errors:
     lines += ['', "Fast's top 1 over all test captions, per seed: R@1; the top image in the "
@@ -57,6 +58,34 @@ def table(results):
                    f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
                    f'{row["entropy"]:.2f} |')
   return '\n'.join(lines) + '\n'
+
+
+def continued_table(continued):
+  """Fast and the students trained more steps from Fast's checkpoint, each gain against
+  the continued Fast of the same seed."""
+  if not continued:
+    return []
+  fast = continued['fast']['t2i/R@1']
+  lines = ['', f'The longer regime: trained {continued["steps"]} more steps from Fast\'s '
+           f'checkpoint ({continued["from_steps"]} steps), gain against Fast trained as many '
+           'more steps:', '',
+           '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | per seed | gain over Fast |',
+           '|---|---|---|---|---|---|---|---|---|',
+           '| Fast, continued | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
+               len(continued['fast']['per_seed']), 100 * fast['mean'], 100 * fast['std'],
+               per_seed(continued['fast']['per_seed']))]
+  for v in continued['variants']:
+    lines.append('| Fast distilled, continued | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
+                 '{} | {:+.1f} ± {:.1f} |'.format(
+                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
+                     100 * v['t2i/R@1']['std'], per_seed(v['per_seed']),
+                     100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
+  return lines
+
+
+def per_seed(runs):
+  return ', '.join(f'{100 * r["t2i/R@1"]:.1f}' for r in runs)
 
 
 def slow_models_table(models, costs):
