@@ -46,7 +46,8 @@ METHODS = ('clip', 'siglip', 'filip', 'wenlan', 'caption', 'distill')
 
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, steps=0, method='clip', temporal='transformer',
-                           frames=8, groups=False, slow='/tmp/jaxret-video-slow', fast='', candidates='random')
+                           frames=8, groups=False, slow='/tmp/jaxret-video-slow', fast='',
+                           candidates='random')
   if arg.method not in METHODS:
     raise ValueError(f'unknown method {arg.method!r}; known: {", ".join(METHODS)}')
   base_arg = ','.join((['runlocal'] if arg.runlocal else [])

@@ -38,7 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_c
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and outputs.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step for eval/export (default: latest).')
 _QUERY = flags.DEFINE_string('query', None, 'Text for --mode=query (default: config.query.text).')
-_K = flags.DEFINE_integer('k', None, 'Number of results for --mode=query (default: config.query.k).')
+_K = flags.DEFINE_integer('k', None,
+                          'Number of results for --mode=query (default: config.query.k).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for multi-process runs '
     '(auto-detected on TPU pods and SLURM).')

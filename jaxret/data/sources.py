@@ -1,11 +1,12 @@
 """Data sources by name (`config.data.source`); each returns a split's `Records`.
 
 builtin: the generated dataset (the default); builtin_video: generated clips.
-msrvtt, vatex: a caption JSON and a folder of .mp4 files (`video_sources.py`). tfds: `tfds.data_source` over
-ArrayRecord files, without TensorFlow. karpathy: a Karpathy-split JSON and an
-image folder. wds: webdataset tar shards (training streams them; evaluation
-splits are read whole). Or an import path 'package.module:load_split' of a
-function (data_config, split) -> Records. Keys: `jaxret/data/options.py`.
+msrvtt, vatex: a caption JSON and a folder of .mp4 files (`video_sources.py`).
+tfds: `tfds.data_source` over ArrayRecord files, without TensorFlow.
+karpathy: a Karpathy-split JSON and an image folder.
+wds: webdataset tar shards (training streams them; evaluation splits are read whole).
+Or an import path 'package.module:load_split' of a function (data_config, split) ->
+Records. Keys: `jaxret/data/options.py`.
 """
 
 from jaxret import registry

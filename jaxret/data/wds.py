@@ -1,9 +1,9 @@
 """Webdataset tar shards (`key.jpg` + `key.txt`), read with the `webdataset` library.
 
 `data.path` is a shard pattern with '{split}' and braces or '*', e.g.
-`/data/cc3m/{split}-{000000..000331}.tar` or `/data/cc3m/{split}-*.tar`; '{split}' becomes the source split
-(`data.splits`; 'a+b' reads both). A sample's captions are the non-empty lines
-of its caption file; training takes one of them per sample, evaluation all.
+`/data/cc3m/{split}-{000000..000331}.tar` or `/data/cc3m/{split}-*.tar`; '{split}'
+becomes the source split (`data.splits`; 'a+b' reads both). A sample's captions are
+the non-empty lines of its caption file; training takes one of them per sample, evaluation all.
 
 Evaluation splits are read whole into memory (encoded). Training streams:
 `ShardStream` is a grain `IterDataset` whose epoch e visits the shards in a

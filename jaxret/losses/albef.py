@@ -69,10 +69,12 @@ def itc_loss(image_emb, text_emb, image_emb_m, text_emb_m, image_ids, image_queu
     return row_blocks.block_sums(row_sums, (queries, queries_m, image_ids),
                                  (keys.astype(jnp.float32), temperature, alpha))
 
-  sum_i2t, hits_i2t = direction(image_emb, image_emb_m,
-                                jnp.concatenate([all_text_m, text_queue.astype(all_text_m.dtype)]))
-  sum_t2i, hits_t2i = direction(text_emb, text_emb_m,
-                                jnp.concatenate([all_image_m, image_queue.astype(all_image_m.dtype)]))
+  sum_i2t, hits_i2t = direction(
+      image_emb, image_emb_m,
+      jnp.concatenate([all_text_m, text_queue.astype(all_text_m.dtype)]))
+  sum_t2i, hits_t2i = direction(
+      text_emb, text_emb_m,
+      jnp.concatenate([all_image_m, image_queue.astype(all_image_m.dtype)]))
   global_size = all_ids.shape[0]
   sum_i2t, sum_t2i, hits_i2t, hits_t2i = gather.psum(
       (sum_i2t, sum_t2i, hits_i2t, hits_t2i), axis_name)

@@ -8,8 +8,9 @@ turns into a 4xx. A query is a text, or an image (base64, or the id of a
 gallery item) embedded by the image tower; a metadata filter narrows the
 results to the items that pass it (`jaxret/index/metadata.py`); re-ranking
 takes the largest candidate bucket whose measured cost fits `budget_ms`.
-`from_workdir` assembles it from a trained workdir: the index, the checkpoint of the step the index was built from (so training on in
-the same workdir does not change what is served), the warmed-up text encoder,
+`from_workdir` assembles it from a trained workdir: the index, the checkpoint of the
+step the index was built from (so training on in the same workdir does not change
+what is served), the warmed-up text encoder,
 and a check that this model made the index.
 
 Searches look in one of two galleries, the request's `target`: 'images' (the

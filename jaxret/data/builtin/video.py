@@ -94,8 +94,8 @@ def render(clip, rng, num_frames, image_size):
     for i, (_, shape) in enumerate(clip.objects):
       if not visible[i]:
         continue
-      mask = render_lib._shape_mask(shape, grid[None, :] - positions[i][0],  # pylint: disable=protected-access
-                                    grid[:, None] - positions[i][1], radii[i])
+      mask = render_lib._shape_mask(  # pylint: disable=protected-access
+          shape, grid[None, :] - positions[i][0], grid[:, None] - positions[i][1], radii[i])
       canvas[mask] = np.array(render_lib.RGB[colours[i]], np.float32) + jitter[i]
     frames.append(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
   return np.stack(frames)

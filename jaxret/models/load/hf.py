@@ -121,8 +121,9 @@ def _clip_blocks(take, src_prefix, dst_prefix, num_layers, heads):
                               take(f'{src}.self_attn.out_proj.bias'), heads))
     out.update(take.norm(f'{dst}/norm1', f'{src}.layer_norm1'))
     out.update(take.norm(f'{dst}/norm2', f'{src}.layer_norm2'))
-    out.update(_linear(f'{dst}/mlp/fc1', take(f'{src}.mlp.fc1.weight'), take(f'{src}.mlp.fc1.bias')))
-    out.update(_linear(f'{dst}/mlp/fc2', take(f'{src}.mlp.fc2.weight'), take(f'{src}.mlp.fc2.bias')))
+    for fc in ('fc1', 'fc2'):
+      out.update(_linear(f'{dst}/mlp/{fc}', take(f'{src}.mlp.{fc}.weight'),
+                         take(f'{src}.mlp.{fc}.bias')))
   return out
 
 
@@ -131,9 +132,10 @@ def clip_dual_encoder(tensors, hf_config):
   ViT has cls_posemb, pre_norm, patch_bias=False and whose text tower is causal pre-LN."""
   take = _Taker(tensors)
   text_cfg, vision_cfg = hf_config['text_config'], hf_config['vision_config']
+  embeddings = 'text_model.embeddings'
   out = {
-      'text_encoder/token_embedding/embedding': take('text_model.embeddings.token_embedding.weight'),
-      'text_encoder/position_embedding': take('text_model.embeddings.position_embedding.weight'),
+      'text_encoder/token_embedding/embedding': take(f'{embeddings}.token_embedding.weight'),
+      'text_encoder/position_embedding': take(f'{embeddings}.position_embedding.weight'),
   }
   out.update(_clip_blocks(take, 'text_model', 'text_encoder', text_cfg['num_hidden_layers'],
                           text_cfg['num_attention_heads']))
@@ -174,7 +176,8 @@ def bert_text_config(hf_config, pool='first'):
 
 
 def clip_model_config(hf_config):
-  """(`config.model.image`, `config.model.text`, embed_dim, image_size, patch size) of a CLIPModel."""
+  """(`config.model.image`, `config.model.text`, embed_dim, image_size, patch size) of a
+  CLIPModel."""
   text, vision = hf_config['text_config'], hf_config['vision_config']
   image = {'variant': f'S/{vision["patch_size"]}', 'width': vision['hidden_size'],
            'depth': vision['num_hidden_layers'], 'num_heads': vision['num_attention_heads'],
