@@ -2,7 +2,8 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
 
   python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
       [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1] \
-      [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm]
+      [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm] \
+      [--continued=random:8:1:1] [--continued_steps=400] [--speed_models=base|continued]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -22,7 +23,8 @@ Evaluates:
   and of every variant, per seed, with mean and sample standard deviation; the
   same for the continued Fast and students;
 - speed, for each gallery size N (the test split generated with N images, in
-  near-duplicate groups; seed 0's models): the `fast_slow` evaluator's rows (Fast
+  near-duplicate groups; seed 0's models, or with --speed_models=continued the
+  continued Fast as the first stage): the `fast_slow` evaluator's rows (Fast
   (ScaNN), Fast distilled, exhaustive Slow, Fast+Slow at K in 10, 50, 100) on a
   fixed sample of queries (one caption each of --queries images spread over the
   split; fewer at 50,000 images, see --max_slow_seconds) and the slow features'
@@ -100,7 +102,8 @@ _CONTINUED_STEPS = flags.DEFINE_integer(
     'fast-s<seed> (config.init.workdir) with a fresh optimizer and schedule.')
 _SPEED_MODELS = flags.DEFINE_enum(
     'speed_models', 'base', ['base', 'continued'], "The speed study's seed-0 models: Fast "
-    'and the first variant (base), or the continued Fast and the first --continued variant.')
+    'and the first variant, whose top K Slow re-ranks (base), or the continued Fast alone, '
+    'its top K re-ranked (continued: the stronger first stage; no distilled row).')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -307,10 +310,10 @@ def main(argv):
   continued = ([parse_variant(v, _SEEDS.value) for v in _CONTINUED.value]
                if _CONTINUED_STEPS.value else [])
   on_continued = 'speed' in parts and _SPEED_MODELS.value == 'continued'
-  if on_continued and not continued:
-    raise app.UsageError('--speed_models=continued needs --continued and --continued_steps')
-  if 'distillation' not in parts:  # Only the speed study's: the first variant, seed 0.
-    variants, continued = ([], continued[:1]) if on_continued else (variants[:1], [])
+  if on_continued and not _CONTINUED_STEPS.value:
+    raise app.UsageError('--speed_models=continued needs --continued_steps')
+  if 'distillation' not in parts:  # Only the speed study's models, seed 0.
+    variants, continued = ([] if on_continued else variants[:1]), []
   slow = os.path.join(_ROOT.value, 'slow')
   groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
   train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
@@ -326,7 +329,7 @@ def main(argv):
     # The longer regime: both trained --continued_steps more from Fast's checkpoint.
     steps = f'--config.total_steps={_CONTINUED_STEPS.value}'
     start = f'--config.init.workdir={fast}'
-    if continued:
+    if continued or on_continued:
       train(fast_dir(seed, _CONTINUED_STEPS.value), 'configs/demo.py', steps,
             f'--config.seed={seed}', groups, start)
     for variant, num_seeds in continued:
@@ -353,8 +356,7 @@ def main(argv):
       save({'slow_models': {name: slow_all_captions(workdirs[name], steps[name])}})
   if 'speed' in parts:
     if on_continued:
-      fast, student = fast_dir(0, _CONTINUED_STEPS.value), variant_dir(
-          continued[0][0], 0, _CONTINUED_STEPS.value)
+      fast, student = fast_dir(0, _CONTINUED_STEPS.value), None
     else:
       student = variant_dir(variants[0][0], 0) if variants else None
     pair_seconds = None
