@@ -371,12 +371,15 @@ def test_refusals_of_a_missing_teacher_a_mismatched_slow_workdir_and_no_stored_f
 
 
 def test_reranker_measures_each_candidate_bucket():
+  """Every (candidate bucket, length bucket) program is compiled before serving, and
+  each candidate bucket is timed on the longest captions, so a budget holds for all."""
   class Scorer:
     candidate_buckets = (2, 4)
+    length_buckets = (3, 6, 12)  # 12 is past the tokenizer's 8: probed at 8.
     seen = []
 
     def score(self, tokens, mask, visual):
-      self.seen.append(visual.shape[:2])
+      self.seen.append((*visual.shape[:2], int(mask.sum())))
       return np.zeros(visual.shape[:2], np.float32)
 
   class Tokenizer:
@@ -390,8 +393,9 @@ def test_reranker_measures_each_candidate_bucket():
   costs = reranker.measure_costs(repeats=2)
   assert set(costs) == {2, 4} and all(ms >= 0 for ms in costs.values())
   assert reranker.bucket_costs_ms is costs
-  # Each bucket: one call to compile, then the timed repeats, on that many candidates.
-  assert scorer.seen == [(1, 2)] * 3 + [(1, 4)] * 3
+  # Each candidate bucket: one call per length bucket to compile, then the timed
+  # repeats at the longest length, on that many candidates.
+  assert scorer.seen == [(1, k, n) for k in (2, 4) for n in (3, 6, 8, 8, 8)]
 
 
 def test_the_study_refuses_an_override_its_workdirs_config_lacks(tmp_path, tiny_config):
