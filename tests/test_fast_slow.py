@@ -9,6 +9,7 @@ import pytest
 from jaxret.losses import caption
 from jaxret.losses import distill
 from jaxret.models import slow
+from jaxret.rerank import buckets
 from jaxret.rerank import reranker as reranker_lib
 from jaxret.rerank import scorer as scorer_lib
 
@@ -200,19 +201,18 @@ def test_scorer_over_stored_keys_and_values_scores_as_over_visual_tokens(tiny):
 
 def test_timed_loops_warm_every_length_bucket_first(tiny):
   """A query scored alone runs its caption-length bucket's program: the fast_slow
-  evaluator scores the first query of each bucket before its clock starts, so the timed
-  loop over all queries compiles nothing (warming the first query alone did not)."""
-  from jaxret.evaluate import fast_slow as fast_slow_eval  # pylint: disable=import-outside-toplevel
+  evaluator and the service score one probe per bucket before a clock starts, so a loop
+  over any captions compiles nothing (warming the first query alone did not)."""
   _, _, _, tokens, mask = tiny  # 5, 3 and 9 tokens: buckets 8, 8 and 10.
   uint8 = np.random.default_rng(4).integers(0, 255, size=(4, 32, 32, 3), dtype=np.uint8)
   scorer = _scorer(tiny, candidate_buckets=(4,), query_buckets=(1,))
   gallery = scorer.gallery_features(uint8)
-  warm = fast_slow_eval.one_per_length(mask, scorer.length_buckets)
-  assert warm == [0, 2]
+  probes = buckets.length_probes(tokens, mask, scorer.length_buckets)
+  assert [int(probe_mask.sum()) for _, probe_mask in probes] == [8, 10]
   scorer.score(tokens[:1], mask[:1], gallery[None])
   assert scorer.compilations == 1
-  for i in warm:
-    scorer.score(tokens[i:i + 1], mask[i:i + 1], gallery[None])
+  for probe in probes:
+    scorer.score(*probe, gallery[None])
   assert scorer.compilations == 2  # The first query alone had left bucket 10 to the loop.
   for i in range(len(tokens)):
     scorer.score(tokens[i:i + 1], mask[i:i + 1], gallery[None])

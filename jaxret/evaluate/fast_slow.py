@@ -154,20 +154,19 @@ class FastSlowEvaluator(base.Evaluator):
     reranker = reranker_lib.FastSlowReranker(scorer, slow_tokenizer, ids, visual,
                                              num_candidates=max(rerank.ks), beta=rerank.beta)
 
-    def fast_slow(i, k):
-      candidates, fast_scores, _ = distilled.search(texts[i], k)
-      final, _ = reranker.rerank(tokens[i:i + 1], mask[i:i + 1], candidates[None],
-                                 fast_scores[None])
+    def fast_slow(text, query_tokens, query_mask, k):
+      candidates, fast_scores, _ = distilled.search(text, k)
+      final, _ = reranker.rerank(query_tokens, query_mask, candidates[None], fast_scores[None])
       return candidates[np.argsort(-final[0], kind='stable')]
 
     fast_expected = distilled_ranks.expected()  # A miss's rank, for the median rank.
     for k in rerank.ks:
-      for i in one_per_length(mask, scorer.length_buckets):
-        fast_slow(i, k)  # Compiles this K's re-ranker for each length before the clock.
+      for probe in buckets_lib.length_probes(tokens, mask, scorer.length_buckets):
+        fast_slow(texts[0], *probe, k)  # Compiles this K's programs before the clock.
       ranks, seconds = [], []
       for i in range(len(texts)):
         start = time.perf_counter()
-        order = fast_slow(i, k)
+        order = fast_slow(texts[i], tokens[i:i + 1], mask[i:i + 1], k)
         seconds.append(time.perf_counter() - start)
         hits = np.flatnonzero(order == right[i])
         ranks.append(int(hits[0]) if len(hits) else max(fast_expected[i], k))
@@ -188,14 +187,6 @@ class FastSlowEvaluator(base.Evaluator):
     return results
 
 
-def one_per_length(mask, length_buckets):
-  """The first query of each caption-length bucket among `mask`'s rows: a query scored
-  alone runs the program of its bucket (`buckets.trim_length`), so scoring these once
-  compiles every program a timed loop over the rows will run."""
-  lengths = [buckets_lib.bucket(int(n), length_buckets) for n in np.sum(mask > 0, axis=1)]
-  return sorted({length: i for i, length in reversed(list(enumerate(lengths)))}.values())
-
-
 def exhaustive(scorer, tokens, mask, features, right):
   """Slow over the whole gallery for every query, at its fastest (`score_gallery`: queries
   in batches, each item's keys and values projected once per batch): (`recall.Ranks`,
@@ -213,8 +204,8 @@ def exhaustive(scorer, tokens, mask, features, right):
 def one_at_a_time(scorer, tokens, mask, features):
   """Mean seconds of one query scored alone against all of `features` (compiled first,
   for each length bucket)."""
-  for i in one_per_length(mask, scorer.length_buckets):
-    scorer.score(tokens[i:i + 1], mask[i:i + 1], features[None])
+  for probe in buckets_lib.length_probes(tokens, mask, scorer.length_buckets):
+    scorer.score(*probe, features[None])
   seconds = []
   for i in range(len(tokens)):
     start = time.perf_counter()

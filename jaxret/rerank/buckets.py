@@ -28,6 +28,20 @@ def trim_length(tokens, mask, length_buckets):
   return tokens[:, :length], mask[:, :length]
 
 
+def length_probes(tokens, mask, length_buckets):
+  """One (tokens (1, L), mask (1, L)) query per caption-length bucket, shortest first:
+  `tokens`' first row with its mask widened to the bucket's length (at most L). A query
+  scored alone runs its bucket's program (`trim_length`), so scoring each probe once
+  compiles every program a loop over any captions can run; the probes' scores mean
+  nothing."""
+  probes = []
+  for length in sorted(length_buckets):
+    probe = np.zeros_like(mask[:1])
+    probe[:, :min(length, mask.shape[1])] = 1
+    probes.append((tokens[:1], probe))
+  return probes
+
+
 class BucketedScorer:
   """What the slow and the token-wise scorers share: the parameters, the buckets that keep
   shapes static, images encoded `image_batch` at a time, and `compilations` (the programs

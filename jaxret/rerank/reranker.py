@@ -1,12 +1,13 @@
 """Fast top-K, then the slow model: final score = h + β · fast score (Miech et al. 2021)."""
 
-import time
 import os
+import time
 
 import numpy as np
 
 from jaxret import errors
 from jaxret.config import workdir as workdir_config
+from jaxret.rerank import buckets
 from jaxret.rerank import scorer as scorer_lib
 from jaxret.rerank import visual_store
 from jaxret.inference import restore as restore_lib
@@ -16,14 +17,6 @@ def combine(slow_scores, fast_scores, beta):
   """The final re-ranking score: h + β · fast. β = 0 ranks by h alone; a huge β keeps
   the fast order (h only breaks ties)."""
   return np.asarray(slow_scores, np.float32) + beta * np.asarray(fast_scores, np.float32)
-
-
-def length_probe(mask, length):
-  """`mask` (1, L) widened to its first `length` positions (at most L): a probe of that
-  caption-length bucket, for compiling and timing (its scores are not used)."""
-  probe = np.zeros_like(mask)
-  probe[:, :min(length, mask.shape[1])] = 1
-  return probe
 
 
 class FastSlowReranker:
@@ -48,18 +41,18 @@ class FastSlowReranker:
     compiles, and times one query of the longest length on each candidate bucket (the
     median of `repeats`): a latency budget then picks the largest bucket that fits for
     every caption."""
-    tokens, mask = self.tokenizer.encode([probe_text])
-    probes = [length_probe(mask, length) for length in sorted(self.scorer.length_buckets)]
+    probes = buckets.length_probes(*self.tokenizer.encode([probe_text]),
+                                   self.scorer.length_buckets)
     ids = list(self.row_of)
     for k in self.scorer.candidate_buckets:
       candidates = [ids[:k]]
       fast = np.zeros((1, len(candidates[0])), np.float32)
       for probe in probes:
-        self.rerank(tokens, probe, candidates, fast)  # Compiles.
+        self.rerank(*probe, candidates, fast)  # Compiles.
       times = []
       for _ in range(repeats):
         start = time.perf_counter()
-        self.rerank(tokens, probes[-1], candidates, fast)
+        self.rerank(*probes[-1], candidates, fast)
         times.append(1000 * (time.perf_counter() - start))
       self.bucket_costs_ms[k] = float(np.median(times))
     return self.bucket_costs_ms
