@@ -25,20 +25,11 @@ def table(results):
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
             f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
             f'the same seed):', '',
-            '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | gain over Fast |',
-            '|---|---|---|---|---|---|---|---|',
-            '| Fast | | | | | {} | {:.1f} ± {:.1f} | |'.format(
-                len(distill['seeds']), 100 * distill['fast']['t2i/R@1']['mean'],
-                100 * distill['fast']['t2i/R@1']['std'])]
-  for v in distill['variants']:
-    lines.append('| Fast distilled | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
-                 '{:+.1f} ± {:.1f} |'.format(
-                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
-                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
-                     100 * v['t2i/R@1']['std'], 100 * v['gain_over_fast']['mean'],
-                     100 * v['gain_over_fast']['std']))
+            *DISTILL_HEADER, fast_row('Fast', distill['fast'])]
+  lines += [variant_row('Fast distilled', v) for v in distill['variants']]
   if slow:
-    lines.append(f'| Slow (exhaustive, fine pyramid) | | | | | 1 | {100 * slow["t2i/R@1"]:.1f} | |')
+    lines.append('| Slow (exhaustive, fine pyramid) | | | | | 1 | '
+                 f'{100 * slow["t2i/R@1"]:.1f} | | |')
   lines += continued_table(distill.get('continued'))
   errors = distill['fast'].get('top1_errors')
   if errors:
@@ -65,23 +56,31 @@ def continued_table(continued):
   the continued Fast of the same seed."""
   if not continued:
     return []
-  fast = continued['fast']['t2i/R@1']
   lines = ['', f'The longer regime: trained {continued["steps"]} more steps from Fast\'s '
            f'checkpoint ({continued["from_steps"]} steps), gain against Fast trained as many '
            'more steps:', '',
-           '| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | per seed | gain over Fast |',
-           '|---|---|---|---|---|---|---|---|---|',
-           '| Fast, continued | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
-               len(continued['fast']['per_seed']), 100 * fast['mean'], 100 * fast['std'],
-               per_seed(continued['fast']['per_seed']))]
-  for v in continued['variants']:
-    lines.append('| Fast distilled, continued | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | '
-                 '{} | {:+.1f} ± {:.1f} |'.format(
-                     v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
-                     v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
-                     100 * v['t2i/R@1']['std'], per_seed(v['per_seed']),
-                     100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
-  return lines
+           *DISTILL_HEADER, fast_row('Fast, continued', continued['fast'])]
+  return lines + [variant_row('Fast distilled, continued', v) for v in continued['variants']]
+
+
+DISTILL_HEADER = ('| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | per seed | '
+                  'gain over Fast |', '|---|---|---|---|---|---|---|---|---|')
+
+
+def fast_row(name, fast):
+  """Fast's row of a distillation table: R@1 as mean ± sample std, and per seed."""
+  return '| {} | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
+      name, len(fast['per_seed']), 100 * fast['t2i/R@1']['mean'],
+      100 * fast['t2i/R@1']['std'], per_seed(fast['per_seed']))
+
+
+def variant_row(name, v):
+  """A student's row: its settings, R@1 as in `fast_row` and its gain over Fast."""
+  return ('| {} | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | {} | {:+.1f} ± {:.1f} |'
+          .format(name, v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+                  v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
+                  100 * v['t2i/R@1']['std'], per_seed(v['per_seed']),
+                  100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
 
 
 def per_seed(runs):
