@@ -8,9 +8,10 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
 re-ranker), and per seed s the fast dual encoder `fast-s<s>` (configs/demo.py)
-and one distilled student per variant `distill-<candidates>-<|B_i|>-<T>-<α>-s<s>`
+and one distilled student per variant `distill-<candidates>-<|B_i|>-<T>-<α>[-negatives]-s<s>`
 (configs/distill.py: how B_i's other images are chosen, |B_i| (0: the whole
-batch), the teacher's temperature T and the weight α). The first variant is
+batch), the teacher's temperature T, the weight α, and whether p and q are compared
+over all of B_i or its negatives only). The first variant is
 "Fast distilled" of the speed study. The longer regime (--continued): per seed,
 `fast-cont<N>-s<s>` and `distill-cont<N>-<variant>-s<s>`, both trained
 N = --continued_steps more steps from fast-s<s>'s checkpoint (a fresh optimizer and
@@ -68,6 +69,7 @@ from jaxret.evaluate import fast_slow as fast_slow_eval
 from jaxret.evaluate import run as evaluate_run
 from jaxret.evaluate import slow_retrieval
 from jaxret.inference import restore as restore_lib
+from jaxret.losses import distill as distill_loss
 from jaxret.rerank import scorer as scorer_lib
 
 PARTS = ('distillation', 'speed', 'slow_models')
@@ -88,7 +90,8 @@ _ROOT = flags.DEFINE_string('root', '/tmp/jaxret-fast-slow', 'Where the workdirs
 _VARIANTS = flags.DEFINE_list(
     'variants', ['random:8:1:1', 'student:8:1:1', 'student:8:4:1', 'random:8:1:2',
                  'random:16:1:1'],
-    'Distillation variants candidates:|B_i|:T:alpha[:seeds]; the first is "Fast distilled". '
+    'Distillation variants candidates:|B_i|:T:alpha[:targets][:seeds] (targets: all or '
+    'negatives, loss.targets; all unless named); the first is "Fast distilled". '
     'None: no distillation; the speed study then re-ranks the plain Fast model.')
 _ABLATION_SEEDS = flags.DEFINE_integer(
     'ablation_seeds', 3, 'Seeds of the variants after the first (the ablation) that name '
@@ -139,24 +142,35 @@ def train(workdir, config, *overrides):
 
 
 def parse_variant(text, seeds):
-  """'candidates:|B_i|:T:alpha[:seeds]' -> (the distill config's settings, seeds: the
-  number given, else `seeds`)."""
+  """'candidates:|B_i|:T:alpha[:targets][:seeds]' -> (the distill config's settings,
+  seeds: the number given, else `seeds`); targets (`loss.targets`) is 'all' unless
+  named."""
+  usage = f'a variant is candidates:|B_i|:T:alpha[:targets][:seeds], not {text!r}'
   fields = text.split(':')
-  if len(fields) not in (4, 5):
-    raise app.UsageError(f'a variant is candidates:|B_i|:T:alpha[:seeds], not {text!r}')
+  if not 4 <= len(fields) <= 6:
+    raise app.UsageError(usage)
   candidates, count, temperature, alpha = fields[:4]
-  num_seeds = int(fields[4]) if len(fields) == 5 else seeds
+  targets, num_seeds = 'all', seeds
+  for field in fields[4:]:
+    if field.isdigit():
+      num_seeds = int(field)
+    elif field in distill_loss.TARGETS:
+      targets = field
+    else:
+      raise app.UsageError(usage)
   if not 1 <= num_seeds <= _SEEDS.value:
     raise app.UsageError(f'variant {text!r}: 1 to --seeds={_SEEDS.value} seeds')
   return ({'candidates': candidates, 'num_candidates': int(count),
-           'temperature': float(temperature), 'alpha': float(alpha)}, num_seeds)
+           'temperature': float(temperature), 'alpha': float(alpha), 'targets': targets},
+          num_seeds)
 
 
 def variant_dir(variant, seed, continued=0):
   """The student's workdir; `continued`: the one trained that many steps more from Fast."""
+  targets = '' if variant['targets'] == 'all' else f"-{variant['targets']}"
   return os.path.join(_ROOT.value, 'distill-{}{candidates}-{num_candidates}-{temperature:g}-'
-                      '{alpha:g}-s{seed}'.format(f'cont{continued}-' if continued else '',
-                                                 **variant, seed=seed))
+                      '{alpha:g}{}-s{seed}'.format(f'cont{continued}-' if continued else '',
+                                                   targets, **variant, seed=seed))
 
 
 def fast_dir(seed, continued=0):
@@ -167,8 +181,8 @@ def fast_dir(seed, continued=0):
 
 def distill_config(slow, fast, variant, seed):
   return ('configs/distill.py:slow={},fast={},candidates={candidates},'
-          'num_candidates={num_candidates},temperature={temperature},alpha={alpha},'
-          'seed={seed}'.format(slow, fast, **variant, seed=seed))
+          'num_candidates={num_candidates},targets={targets},temperature={temperature},'
+          'alpha={alpha},seed={seed}'.format(slow, fast, **variant, seed=seed))
 
 
 # Settings the slow evaluators read that a config without one lacks (ALBEF's): the only

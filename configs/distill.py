@@ -14,7 +14,8 @@ distilled (this model), Slow over the whole gallery, and Fast+Slow for each K
 in `rerank.ks` (final score h + β · fast score). Results: docs/fast_slow.md.
 
 Arguments: `runlocal`, `slow=DIR`, `fast=DIR`, `steps=N`, `candidates=random|student|teacher`,
-`num_candidates=N` (|B_i|; 0: the whole batch), `temperature=T`, `alpha=A`, `seed=S`.
+`num_candidates=N` (|B_i|; 0: the whole batch), `targets=all|negatives`, `temperature=T`,
+`alpha=A`, `seed=S`.
 """
 
 import ml_collections
@@ -29,7 +30,7 @@ caption_config = config_file.sibling(__file__, 'caption')
 def get_config(arg=None):
   arg = args_lib.parse_arg(arg, runlocal=False, slow='/tmp/jaxret-slow',
                            fast='/tmp/jaxret-demo', steps=0, candidates='random',
-                           num_candidates=8, temperature=1.0, alpha=1.0, seed=0)
+                           num_candidates=8, targets='all', temperature=1.0, alpha=1.0, seed=0)
   config = demo.get_config('runlocal' if arg.runlocal else None)
   config.seed = arg.seed
   if arg.steps:
@@ -47,6 +48,9 @@ def get_config(arg=None):
   # B_i's other images: 'random', or the hardest of the global batch by the
   # (frozen) 'student' score or the 'teacher' h (B² teacher passes per step).
   config.loss.candidates = arg.candidates
+  # p and q over 'all' of B_i (the paper's), or over its 'negatives' only: the teacher's
+  # ranking of the other images, without the caption's own (decoupled distillation).
+  config.loss.targets = arg.targets
   config.eval.evaluator = 'fast_slow'
   slow = caption_config.get_config('runlocal' if arg.runlocal else None)
   # Queries (one caption per image, spread over the split): exhaustive Slow scores

@@ -95,6 +95,8 @@ def test_padding_does_not_change_h(tiny):
 def _numpy_distillation(teacher, student, valid, temperature):
   total = 0.0
   for t_row, s_row, v_row in zip(np.float64(teacher), np.float64(student), valid):
+    if not v_row.any():  # Nothing to compare: the row adds nothing (but counts).
+      continue
     t, s = t_row[v_row] / temperature, s_row[v_row]
     p = np.exp(t - t.max()) / np.exp(t - t.max()).sum()
     log_q = s - s.max() - np.log(np.exp(s - s.max()).sum())
@@ -102,14 +104,21 @@ def _numpy_distillation(teacher, student, valid, temperature):
   return total / len(teacher)
 
 
-def test_distillation_loss_against_numpy():
+@pytest.mark.parametrize('targets', distill.TARGETS)
+def test_distillation_loss_against_numpy(targets):
   rng = np.random.default_rng(1)
   teacher = rng.normal(scale=5, size=(6, 5)).astype(np.float32)
   student = rng.normal(scale=3, size=(6, 5)).astype(np.float32)
   valid = np.ones((6, 5), bool)
   valid[2, 3:] = False  # A caption with fewer candidates.
-  loss, metrics = distill.distillation_loss(teacher, student, valid, teacher_temperature=2.0)
-  np.testing.assert_allclose(loss, _numpy_distillation(teacher, student, valid, 2.0),
+  valid[4, 1:] = False  # One with none but its own image: nothing to compare over negatives.
+  loss, metrics = distill.distillation_loss(teacher, student, valid, teacher_temperature=2.0,
+                                            targets=targets)
+  # 'negatives': both softmaxes over the other images only (column 0 left out).
+  compared = valid.copy()
+  if targets == 'negatives':
+    compared[:, 0] = False
+  np.testing.assert_allclose(loss, _numpy_distillation(teacher, student, compared, 2.0),
                              rtol=1e-5)
   # The student's best candidate is the teacher's (over valid entries), and the teacher's
   # is column 0 (the caption's own image), per row.
@@ -120,8 +129,9 @@ def test_distillation_loss_against_numpy():
   np.testing.assert_allclose(metrics['distill/teacher_top1'], np.mean(teacher_best == 0),
                              rtol=1e-6)
   # Only the student receives gradient, and it is p - q per row (over valid entries).
-  grad = jax.grad(lambda s: distill.distillation_loss(teacher, s, valid)[0])(student)
-  assert np.all(grad[~valid] == 0)
+  grad = jax.grad(lambda s: distill.distillation_loss(teacher, s, valid,
+                                                      targets=targets)[0])(student)
+  assert np.all(np.isfinite(grad)) and np.all(grad[~compared] == 0)
   np.testing.assert_allclose(grad.sum(axis=1), 0, atol=1e-6)
 
 

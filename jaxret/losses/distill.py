@@ -7,27 +7,42 @@ from jaxret.losses import gather
 from jaxret.losses import logits as logits_lib
 
 
+# Over which images of B_i p and q are compared (`loss.targets`): 'all' of B_i, the
+# paper's; or its 'negatives' only, the other images, as decoupled knowledge
+# distillation's non-target term (Zhao et al. 2022): the teacher's ranking of the
+# images that are not the caption's, which a confident teacher's p over all of B_i
+# weights by 1 − p(own) ≈ 0.
+TARGETS = ('all', 'negatives')
+
+
 def distillation_loss(teacher_scores, student_logits, valid, *, teacher_temperature=1.0,
-                      axis_name=None):
+                      targets='all', axis_name=None):
   """mean_i H(p_i, q_i) over the global batch of captions.
 
   For caption y_i and its candidate images B_i (column 0: its own image x_i; the
   others: other images of the batch), p_i = softmax_j(h(x_j, y_i) / T) is the
   frozen teacher's distribution and q_i = softmax_j(student logits) the
   student's; H(p, q) = −Σ_j p_j log q_j. Invalid candidates (`valid` False: a
-  batch too small to fill B_i) take part in neither softmax.
+  batch too small to fill B_i) take part in neither softmax. `targets='negatives'`
+  takes both softmaxes over B_i without x_i (column 0).
 
   Args:
     teacher_scores, student_logits, valid: (n, C) for this device's captions.
     teacher_temperature: T.
+    targets: one of `TARGETS`.
   Returns:
-    (loss, metrics), replicated.
+    (loss, metrics), replicated; the metrics compare the two over all of B_i.
   """
+  if targets not in TARGETS:
+    raise ValueError(f'unknown distillation targets {targets!r}; known: {", ".join(TARGETS)}')
   teacher = logits_lib.masked_logits(
       teacher_scores.astype(jnp.float32) / teacher_temperature, valid)
   student = logits_lib.masked_logits(student_logits.astype(jnp.float32), valid)
-  p = jax.lax.stop_gradient(jax.nn.softmax(teacher, axis=-1))
-  cross_entropy = -jnp.sum(jnp.where(valid, p * jax.nn.log_softmax(student, axis=-1), 0.0))
+  compared = jnp.asarray(valid).at[:, 0].set(False) if targets == 'negatives' else valid
+  p = jax.lax.stop_gradient(jax.nn.softmax(
+      logits_lib.masked_logits(teacher, compared), axis=-1))
+  log_q = jax.nn.log_softmax(logits_lib.masked_logits(student, compared), axis=-1)
+  cross_entropy = -jnp.sum(jnp.where(compared, p * log_q, 0.0))
   agree = jnp.sum(logits_lib.top1_matches(student, jnp.argmax(teacher, -1)))
   teacher_top1 = jnp.sum(logits_lib.top1_matches(teacher, 0))  # Column 0: the caption's image.
   count = gather.psum(jnp.float32(teacher_scores.shape[0]), axis_name)

@@ -2,7 +2,8 @@
 
 L = L_clip + α · mean_i H(p_i, q_i) (`losses/distill.py`), with p_i the frozen
 slow model's softmax over B_i of h(x, y_i)/T and q_i the student's softmax of
-its logit scale (or 1/τ) times f(x)·g(y_i). The teacher is the latest checkpoint
+its logit scale (or 1/τ) times f(x)·g(y_i), both over all of B_i or over its
+images other than the caption's (`loss.targets`). The teacher is the latest checkpoint
 of the slow workdir `loss.teacher`; its parameters live in the training state's
 extra part (checkpointed, never trained) and the student uses its tokenizer.
 """
@@ -74,7 +75,7 @@ class DistillObjective(base.EmbeddingObjective):
   student's stored log logit scale is kept <= log(100), as CLIP's."""
 
   LOSS_KEYS = ('teacher', 'alpha', 'teacher_temperature', 'student_temperature',
-               'num_candidates', 'candidates')
+               'num_candidates', 'candidates', 'targets')
   PARAM_BOUNDS = clip_objective.LOGIT_SCALE_BOUNDS
 
   def __init__(self, model, mesh, loss_config, tokenizer):
@@ -83,6 +84,9 @@ class DistillObjective(base.EmbeddingObjective):
     if loss_config.candidates not in CANDIDATES:
       raise errors.UserError(f'unknown loss.candidates {loss_config.candidates!r}; '
                              f'known: {", ".join(CANDIDATES)}')
+    if loss_config.targets not in distill.TARGETS:
+      raise errors.UserError(f'unknown loss.targets {loss_config.targets!r}; '
+                             f'known: {", ".join(distill.TARGETS)}')
     self.teacher_model, self.teacher_config, self.teacher_tokenizer = _teacher(loss_config)
     _check_tokenizer(loss_config.teacher, self.teacher_tokenizer, tokenizer)
     self.loss = shard.over_batch(self._loss, mesh, replicated=('logit_scale', 'teacher'))
@@ -121,7 +125,8 @@ class DistillObjective(base.EmbeddingObjective):
     student = scale * jnp.einsum('nd,ncd->nc', text_emb, all_images[rows])
     kd, kd_metrics = distill.distillation_loss(
         lax.stop_gradient(teacher_scores), student, valid,
-        teacher_temperature=self.loss_config.teacher_temperature, axis_name=axis_name)
+        teacher_temperature=self.loss_config.teacher_temperature,
+        targets=self.loss_config.targets, axis_name=axis_name)
     metrics.update(kd_metrics, **{'distill/loss': kd, 'clip/loss': contrastive})
     return contrastive + self.loss_config.alpha * kd, metrics
 
