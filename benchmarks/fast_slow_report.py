@@ -28,7 +28,7 @@ def table(results):
             *DISTILL_HEADER, fast_row('Fast', distill['fast'])]
   lines += [variant_row('Fast distilled', v) for v in distill['variants']]
   if slow:
-    lines.append('| Slow (exhaustive, fine pyramid) | | | | | 1 | '
+    lines.append('| Slow (exhaustive, fine pyramid) | | | | | | 1 | '
                  f'{100 * slow["t2i/R@1"]:.1f} | | |')
   lines += continued_table(distill.get('continued'))
   errors = distill['fast'].get('top1_errors')
@@ -63,21 +63,22 @@ def continued_table(continued):
   return lines + [variant_row('Fast distilled, continued', v) for v in continued['variants']]
 
 
-DISTILL_HEADER = ('| model | candidates | \\|B_i\\| | T | α | seeds | R@1 | per seed | '
-                  'gain over Fast |', '|---|---|---|---|---|---|---|---|---|')
+DISTILL_HEADER = ('| model | candidates | targets | \\|B_i\\| | T | α | seeds | R@1 | per seed | '
+                  'gain over Fast |', '|---|---|---|---|---|---|---|---|---|---|')
 
 
 def fast_row(name, fast):
   """Fast's row of a distillation table: R@1 as mean ± sample std, and per seed."""
-  return '| {} | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
+  return '| {} | | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
       name, len(fast['per_seed']), 100 * fast['t2i/R@1']['mean'],
       100 * fast['t2i/R@1']['std'], per_seed(fast['per_seed']))
 
 
 def variant_row(name, v):
   """A student's row: its settings, R@1 as in `fast_row` and its gain over Fast."""
-  return ('| {} | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | {} | {:+.1f} ± {:.1f} |'
-          .format(name, v['candidates'], v['num_candidates'] or 'batch', v['temperature'],
+  return ('| {} | {} | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | {} | {:+.1f} ± {:.1f} |'
+          .format(name, v['candidates'], v['targets'], v['num_candidates'] or 'batch',
+                  v['temperature'],
                   v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
                   100 * v['t2i/R@1']['std'], per_seed(v['per_seed']),
                   100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))

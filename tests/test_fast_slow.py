@@ -362,10 +362,14 @@ def test_refusals_of_a_missing_teacher_a_mismatched_slow_workdir_and_no_stored_f
   from jaxret.objectives import distill as distill_objective  # pylint: disable=import-outside-toplevel,line-too-long
   from jaxret.rerank import visual_store  # pylint: disable=import-outside-toplevel
   missing = str(tmp_path / 'no-such-workdir')
+  loss = {'name': 'distill', 'teacher': missing, 'alpha': 1.0, 'teacher_temperature': 1.0,
+          'student_temperature': 0.0, 'num_candidates': 8, 'candidates': 'random',
+          'targets': 'all'}
   with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
+    distill_objective.DistillObjective(None, None, ml_collections.ConfigDict(loss), None)
+  with pytest.raises(errors.UserError, match="unknown loss.targets 'own'; known: all, negatives"):
     distill_objective.DistillObjective(None, None, ml_collections.ConfigDict(
-        {'name': 'distill', 'teacher': missing, 'alpha': 1.0, 'teacher_temperature': 1.0,
-         'student_temperature': 0.0, 'num_candidates': 8, 'candidates': 'random'}), None)
+        {**loss, 'targets': 'own'}), None)
   rerank = ml_collections.ConfigDict({'candidate_buckets': (10,), 'length_buckets': (8,),
                                       'storage_dtype': 'bfloat16', 'features': 'tokens'})
   with pytest.raises(errors.UserError, match='is not a trained slow-model workdir'):
@@ -430,23 +434,48 @@ def test_the_study_report_shows_both_regimes_per_seed_against_their_own_fast():
             't2i/R@1': {'mean': float(np.mean(r1)),
                         'std': float(np.std(r1, ddof=1)) if len(r1) > 1 else 0.0}}
 
-  student = {'candidates': 'random', 'num_candidates': 8, 'temperature': 1.0, 'alpha': 1.0,
-             'seeds': [0, 1], **runs(0.30, 0.34),
+  student = {'candidates': 'random', 'targets': 'all', 'num_candidates': 8, 'temperature': 1.0,
+             'alpha': 1.0, 'seeds': [0, 1], **runs(0.30, 0.34),
              'gain_over_fast': {'mean': 0.03, 'std': 0.01}}
-  whole_batch = {**student, 'num_candidates': 0, 'seeds': [0], **runs(0.25),
-                 'gain_over_fast': {'mean': 0.05, 'std': 0.0}}
+  whole_batch = {**student, 'targets': 'negatives', 'num_candidates': 0, 'seeds': [0],
+                 **runs(0.25), 'gain_over_fast': {'mean': 0.05, 'std': 0.0}}
   results = {'teacher_targets': [], 'distillation': {
       'gallery': 500, 'seeds': [0, 1], 'fast': runs(0.2, 0.22), 'variants': [whole_batch],
       'continued': {'from_steps': 200, 'steps': 400, 'fast': runs(0.28, 0.30),
                     'variants': [student]}}}
   table = fast_slow_report.table(results)
   # The 200-step table has the same columns.
-  assert '| Fast | | | | | 2 | 21.0 ± 1.4 | 20.0, 22.0 | |' in table
-  assert ('| Fast distilled | random | batch | 1 | 1 | 1 | 25.0 ± 0.0 | 25.0 | +5.0 ± 0.0 |'
-          in table)
+  assert '| Fast | | | | | | 2 | 21.0 ± 1.4 | 20.0, 22.0 | |' in table
+  assert ('| Fast distilled | random | negatives | batch | 1 | 1 | 1 | 25.0 ± 0.0 | 25.0 | '
+          '+5.0 ± 0.0 |' in table)
   assert 'trained 400 more steps from Fast\'s checkpoint (200 steps)' in table
-  assert '| Fast, continued | | | | | 2 | 29.0 ± 1.4 | 28.0, 30.0 | |' in table
-  assert ('| Fast distilled, continued | random | 8 | 1 | 1 | 2 | 32.0 ± 2.8 | 30.0, 34.0 | '
+  assert '| Fast, continued | | | | | | 2 | 29.0 ± 1.4 | 28.0, 30.0 | |' in table
+  assert ('| Fast distilled, continued | random | all | 8 | 1 | 1 | 2 | 32.0 ± 2.8 | 30.0, 34.0 | '
           '+3.0 ± 1.0 |') in table
   del results['distillation']['continued']
   assert 'continued' not in fast_slow_report.table(results)
+
+
+def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
+  """'candidates:|B_i|:T:alpha[:targets][:seeds]': targets is 'all' unless named, and a
+  'negatives' student trains in a workdir of its own, never reusing an 'all' one."""
+  from absl import app  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from benchmarks import fast_slow as study  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(seeds=3, root='/r'):
+    plain = {'candidates': 'random', 'num_candidates': 8, 'temperature': 1.0, 'alpha': 1.0,
+             'targets': 'all'}
+    assert study.parse_variant('random:8:1:1', 3) == (plain, 3)
+    negatives = ({**plain, 'candidates': 'student', 'temperature': 4.0,
+                  'targets': 'negatives'}, 2)
+    assert study.parse_variant('student:8:4:1:negatives:2', 3) == negatives
+    assert study.parse_variant('student:8:4:1:2:negatives', 3) == negatives
+    for bad in ('random:8:1:1:own', 'random:8:1', 'random:8:1:1:all:2:3'):
+      with pytest.raises(app.UsageError, match='a variant is candidates'):
+        study.parse_variant(bad, 3)
+    assert study.variant_dir(plain, 0) == '/r/distill-random-8-1-1-s0'
+    assert study.variant_dir(negatives[0], 1, 400) == '/r/distill-cont400-student-8-4-1-negatives-s1'
+    assert 'targets=negatives,' in study.distill_config('/r/slow', '/r/fast-s1', negatives[0], 1)
