@@ -359,7 +359,11 @@ def main(argv):
           'distillation': distillation(slow, seeds, variants,
                                        (continued, _CONTINUED_STEPS.value)),
           'teacher_targets': [diagnostics.teacher_targets(
-              slow, fast, _GROUP_BATCHES.value, temperatures, batches=2)]})
+              slow, fast, _GROUP_BATCHES.value, temperatures, batches=2)],
+          # What the 'negatives' targets ask of Fast, when a variant uses them.
+          **({'teacher_negatives': diagnostics.teacher_negatives(
+              slow, fast, temperatures, batches=2)}
+             if any(v['targets'] == 'negatives' for v, _ in variants) else {})})
   if 'slow_models' in parts:
     steps = {'fine': _SLOW_STEPS.value, 'coarse': _SLOW_STEPS.value, 'itm': _ITM_STEPS.value}
     workdirs = {name: os.path.join(_ROOT.value, SLOW_MODELS[name][0]) for name in SLOW_MODELS}

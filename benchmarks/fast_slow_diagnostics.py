@@ -12,16 +12,14 @@ from jaxret.evaluate import recall
 from jaxret.evaluate import retrieval
 from jaxret.inference import restore as restore_lib
 from jaxret.losses import distill as distill_loss
+from jaxret.models import dual_encoder
 from jaxret.rerank import scorer as scorer_lib
 
 
-def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, batches=4):
-  """What the teacher's soft targets say beyond the contrastive one-hot, on the first
-  `batches` training batches (seed 0): for B_i of `num_candidates` images chosen at
-  random or by the Fast model's score (`student`), and each teacher temperature T, the
-  fraction of captions whose own image the teacher ranks first in B_i, the teacher's
-  mean probability of it, and the mean entropy of p over B_i (nats; log |B_i| is
-  uniform)."""
+def first_batches(slow, fast, group_batches, batches):
+  """(batch, h, student scores) of the first `batches` training batches (seed 0): the
+  teacher's h and the Fast model's f(x)·g(y) of every caption (row) against every image
+  (column) of the batch, and Fast's logit scale."""
   slow_config, fast_config = workdir_config.load(slow), workdir_config.load(fast)
   teacher, student = restore_lib.restore(slow_config, slow), restore_lib.restore(fast_config, fast)
   data_config = fast_config.data  # Restored already: the change below touches data only.
@@ -37,31 +35,99 @@ def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, b
       {'params': p}, x, method=student.model.encode_image)[0])
   text_emb = jax.jit(lambda p, t, m: student.model.apply(
       {'params': p}, t, m, method=student.model.encode_text)[0])
-  stats = {}
+  scale = float(dual_encoder.clamped_logit_scale(student.params['logit_scale']))
   for step in range(batches):
     batch = dataset[step]
     h = scorer.score_gallery(batch['text'], batch['text_mask'],
                              np.asarray(visual_tokens(teacher.params, batch['image'])))
     student_scores = (np.asarray(text_emb(student.params, batch['text'], batch['text_mask']))
                       @ np.asarray(image_emb(student.params, batch['image'])).T)
-    random_scores = np.random.default_rng(step).uniform(size=h.shape)
-    for name, scores in (('random', random_scores), ('student', student_scores)):
-      rows, valid = (np.asarray(a) for a in distill_loss.pick_candidates(
-          scores, batch['image_id'], num_candidates))
-      picked = np.where(valid, np.take_along_axis(h, rows, axis=1), -np.inf)
+    yield batch, h, scale * student_scores
+
+
+def _softmax(logits):
+  p = np.exp(logits - logits.max(axis=1, keepdims=True))
+  return p / p.sum(axis=1, keepdims=True)
+
+
+def _entropy(p):
+  return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0.0), axis=1)
+
+
+def _candidate_kinds(step, h, student_scores, image_ids, num_candidates):
+  """{'random' | 'student': B_i's (h, student logits) of `num_candidates` images, the
+  caption's own first}: B_i drawn at random, or the Fast model's hardest."""
+  random_scores = np.random.default_rng(step).uniform(size=h.shape)
+  kinds = {}
+  for name, scores in (('random', random_scores), ('student', student_scores)):
+    rows, valid = (np.asarray(a) for a in distill_loss.pick_candidates(
+        scores, image_ids, num_candidates))
+    assert valid.all(), 'a training batch holds more than |B_i| images'
+    kinds[name] = (np.take_along_axis(h, rows, axis=1),
+                   np.take_along_axis(student_scores, rows, axis=1))
+  return kinds
+
+
+def teacher_targets(slow, fast, group_batches, temperatures, num_candidates=8, batches=4):
+  """What the teacher's soft targets say beyond the contrastive one-hot, on the first
+  `batches` training batches (seed 0): for B_i of `num_candidates` images chosen at
+  random or by the Fast model's score (`student`), and each teacher temperature T, the
+  fraction of captions whose own image the teacher ranks first in B_i, the teacher's
+  mean probability of it, and the mean entropy of p over B_i (nats; log |B_i| is
+  uniform)."""
+  stats = {}
+  for step, (batch, h, student_scores) in enumerate(
+      first_batches(slow, fast, group_batches, batches)):
+    kinds = _candidate_kinds(step, h, student_scores, batch['image_id'], num_candidates)
+    for name, (picked, _) in kinds.items():
       for t in temperatures:
-        logits = picked / t
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        entropy = -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-30)), 0.0), axis=1)
+        p = _softmax(picked / t)
         row = stats.setdefault(f'{name}/T={t:g}', {'top1': [], 'p_own': [], 'entropy': []})
         row['top1'].append(float(np.mean(np.argmax(picked, axis=1) == 0)))
         row['p_own'].append(float(np.mean(p[:, 0])))
-        row['entropy'].append(float(np.mean(entropy)))
-  return {'batches': batches, 'batch_size': fast_config.batch_size,
+        row['entropy'].append(float(np.mean(_entropy(p))))
+  return {'batches': batches, 'batch_size': len(batch['image_id']),
           'num_candidates': num_candidates, 'group_batches': group_batches,
           'rows': {key: {m: float(np.mean(v)) for m, v in row.items()}
                    for key, row in stats.items()}}
+
+
+def teacher_negatives(slow, fast, temperatures, num_candidates=8, batches=4):
+  """What `loss.targets=negatives` teaches: over B_i's images other than the caption's,
+  on the first `batches` training batches (seed 0), the fraction of captions whose
+  top negative is the same for the teacher and the trained Fast model, their mean
+  Spearman rank correlation over the negatives, H(p, q) with p the teacher's softmax
+  at each T and q Fast's (at its own logit scale), and the entropy of p (nats; uniform:
+  log(|B_i| − 1))."""
+  stats = {}
+  for step, (batch, h, student_scores) in enumerate(
+      first_batches(slow, fast, False, batches)):
+    kinds = _candidate_kinds(step, h, student_scores, batch['image_id'], num_candidates)
+    for name, (picked, student) in kinds.items():
+      teacher_neg, student_neg = picked[:, 1:], student[:, 1:]
+      log_q = np.log(_softmax(student_neg))
+      for t in temperatures:
+        p = _softmax(teacher_neg / t)
+        row = stats.setdefault(f'{name}/T={t:g}', {'top_agree': [], 'spearman': [],
+                                                    'cross_entropy': [], 'entropy': []})
+        row['top_agree'].append(float(np.mean(
+            np.argmax(teacher_neg, axis=1) == np.argmax(student_neg, axis=1))))
+        row['spearman'].append(float(np.mean(_spearman(teacher_neg, student_neg))))
+        row['cross_entropy'].append(float(np.mean(-np.sum(p * log_q, axis=1))))
+        row['entropy'].append(float(np.mean(_entropy(p))))
+  return {'batches': batches, 'num_candidates': num_candidates, 'fast': fast,
+          'rows': {key: {m: float(np.mean(v)) for m, v in row.items()}
+                   for key, row in stats.items()}}
+
+
+def _spearman(a, b):
+  """Per row: Spearman's rank correlation of a and b (no ties in float scores)."""
+  ranks_a = np.argsort(np.argsort(a, axis=1), axis=1).astype(np.float64)
+  ranks_b = np.argsort(np.argsort(b, axis=1), axis=1).astype(np.float64)
+  ranks_a -= ranks_a.mean(axis=1, keepdims=True)
+  ranks_b -= ranks_b.mean(axis=1, keepdims=True)
+  return (ranks_a * ranks_b).sum(axis=1) / np.sqrt(
+      (ranks_a ** 2).sum(axis=1) * (ranks_b ** 2).sum(axis=1))
 
 
 def top1_errors(workdir):

@@ -1,6 +1,8 @@
 """The Fast and Slow study's report: its JSON (benchmarks/fast_slow.py) as a markdown
 table and a log-log plot of R@1 against the time per query."""
 
+import math
+
 
 def table(results):
   lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
@@ -48,7 +50,25 @@ def table(results):
       lines.append(f'| {"grouped" if targets["group_batches"] else "random"} | {candidates} '
                    f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
                    f'{row["entropy"]:.2f} |')
-  return '\n'.join(lines) + '\n'
+  return '\n'.join(lines + negatives_table(results.get('teacher_negatives'))) + '\n'
+
+
+def negatives_table(negatives):
+  """What `loss.targets=negatives` asks of Fast: the teacher and the trained Fast model
+  over B_i's negatives (`diagnostics.teacher_negatives`)."""
+  if not negatives:
+    return []
+  lines = ['', f"The teacher (p, at T) and Fast ({negatives['fast']}, q) over B_i's "
+           f"{negatives['num_candidates'] - 1} negatives (first training batches): the same "
+           'top negative, Spearman rank correlation, H(p, q) and the entropy of p (nats; '
+           f"uniform: {math.log(negatives['num_candidates'] - 1):.2f}):", '',
+           '| B_i | T | same top | Spearman | H(p, q) | entropy of p |',
+           '|---|---|---|---|---|---|']
+  for key, row in negatives['rows'].items():
+    candidates, temperature = key.split('/T=')
+    lines.append(f'| {candidates} | {temperature} | {row["top_agree"]:.2f} | '
+                 f'{row["spearman"]:.2f} | {row["cross_entropy"]:.2f} | {row["entropy"]:.2f} |')
+  return lines
 
 
 def continued_table(continued):

@@ -479,3 +479,24 @@ def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
     assert study.variant_dir(plain, 0) == '/r/distill-random-8-1-1-s0'
     assert study.variant_dir(negatives[0], 1, 400) == '/r/distill-cont400-student-8-4-1-negatives-s1'
     assert 'targets=negatives,' in study.distill_config('/r/slow', '/r/fast-s1', negatives[0], 1)
+
+
+def test_the_negatives_diagnostic_ranks_as_scipy_and_is_reported():
+  """`teacher_negatives`' rank correlation is Spearman's (scipy's, row by row), and the
+  report shows its table only when the study measured it."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  from benchmarks import fast_slow_diagnostics as diagnostics  # pylint: disable=import-outside-toplevel
+  from benchmarks import fast_slow_report  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+  b[0] = a[0] * 3 + 1  # Same order: 1.
+  b[1] = -a[1]  # Reversed: −1.
+  expected = [stats.spearmanr(x, y).statistic for x, y in zip(a, b)]
+  np.testing.assert_allclose(diagnostics._spearman(a, b), expected, rtol=1e-12)  # pylint: disable=protected-access
+  np.testing.assert_allclose(expected[:2], [1, -1])
+  assert fast_slow_report.negatives_table(None) == []
+  lines = fast_slow_report.negatives_table({
+      'fast': '/r/fast-s0', 'num_candidates': 8, 'rows': {'random/T=1': {
+          'top_agree': 0.6, 'spearman': 0.75, 'cross_entropy': 1.45, 'entropy': 0.2}}})
+  assert '| random | 1 | 0.60 | 0.75 | 1.45 | 0.20 |' in lines
+  assert 'uniform: 1.95' in lines[1]
