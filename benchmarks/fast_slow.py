@@ -212,9 +212,10 @@ def all_captions(workdir):
 
 
 def spread(values):
+  """Mean and sample std; the std of one value is undefined (None)."""
   values = np.asarray(values, np.float64)
   return {'mean': float(values.mean()),
-          'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+          'std': float(values.std(ddof=1)) if len(values) > 1 else None}
 
 
 def compare(seeds, variants, continued=0):

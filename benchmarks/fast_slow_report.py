@@ -5,24 +5,11 @@ import math
 
 
 def table(results):
-  lines = ['| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
-           '|---|---|---|---|---|---|---|---|']
-  for size in results.get('sizes', []):
-    for row in size['rows']:
-      lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
-                   f'{row["k"] or ""} | ' + ' | '.join(
-                       f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
-                   + f' | {row["query_ms"]:.1f} |')
-  lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
-            '| gallery | features | bytes per image | ms/query | µs/pair |',
-            '|---|---|---|---|---|']
-  for size in results.get('sizes', []):
-    for kind, row in size['slow_storage'].items():
-      lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
-                   f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
+  """The parts that `results` holds, each as a table with its caption."""
+  lines = speed_table(results.get('sizes', []))
   lines += slow_models_table(results.get('slow_models', {}), results.get('pair_costs'))
   if 'distillation' not in results:
-    return '\n'.join(lines) + '\n'
+    return joined(lines)
   distill, slow = results['distillation'], results.get('slow_models', {}).get('fine')
   lines += ['', f'Distillation: text→image R@1 over all test captions ({distill["gallery"]} '
             f'images; mean ± sample std over the seeds; gain: per seed, against Fast of '
@@ -50,7 +37,35 @@ def table(results):
       lines.append(f'| {"grouped" if targets["group_batches"] else "random"} | {candidates} '
                    f'| {temperature} | {row["top1"]:.2f} | {row["p_own"]:.2f} | '
                    f'{row["entropy"]:.2f} |')
-  return '\n'.join(lines + negatives_table(results.get('teacher_negatives'))) + '\n'
+  return joined(lines + negatives_table(results.get('teacher_negatives')))
+
+
+def joined(lines):
+  """The report's text: each part opens with a blank line, the first needs none."""
+  return '\n'.join(lines).lstrip('\n') + '\n'
+
+
+def speed_table(sizes):
+  """The gallery-size sweep: each model's R@1/5/10 and time per query, and the slow
+  features' storage and cost."""
+  if not sizes:
+    return []
+  lines = ['', '| gallery | queries | model | K | R@1 | R@5 | R@10 | ms/query |',
+           '|---|---|---|---|---|---|---|---|']
+  for size in sizes:
+    for row in size['rows']:
+      lines.append(f'| {size["gallery"]:,} | {size["queries"]} | {row["name"]} | '
+                   f'{row["k"] or ""} | ' + ' | '.join(
+                       f'{100 * row[f"t2i/R@{k}"]:.1f}' for k in (1, 5, 10))
+                   + f' | {row["query_ms"]:.1f} |')
+  lines += ['', 'Slow features stored per image, and one query alone over 500 of them:', '',
+            '| gallery | features | bytes per image | ms/query | µs/pair |',
+            '|---|---|---|---|---|']
+  for size in sizes:
+    for kind, row in size['slow_storage'].items():
+      lines.append(f'| {size["gallery"]:,} | {kind} | {row["bytes_per_image"]:,} | '
+                   f'{row["query_ms"]:.1f} | {row["pair_us"]:.0f} |')
+  return lines
 
 
 def negatives_table(negatives):
@@ -89,19 +104,23 @@ DISTILL_HEADER = ('| model | candidates | targets | \\|B_i\\| | T | α | seeds |
 
 def fast_row(name, fast):
   """Fast's row of a distillation table: R@1 as mean ± sample std, and per seed."""
-  return '| {} | | | | | | {} | {:.1f} ± {:.1f} | {} | |'.format(
-      name, len(fast['per_seed']), 100 * fast['t2i/R@1']['mean'],
-      100 * fast['t2i/R@1']['std'], per_seed(fast['per_seed']))
+  return (f'| {name} | | | | | | {len(fast["per_seed"])} | {points(fast["t2i/R@1"])} | '
+          f'{per_seed(fast["per_seed"])} | |')
 
 
 def variant_row(name, v):
   """A student's row: its settings, R@1 as in `fast_row` and its gain over Fast."""
-  return ('| {} | {} | {} | {} | {:g} | {:g} | {} | {:.1f} ± {:.1f} | {} | {:+.1f} ± {:.1f} |'
-          .format(name, v['candidates'], v['targets'], v['num_candidates'] or 'batch',
-                  v['temperature'],
-                  v['alpha'], len(v['seeds']), 100 * v['t2i/R@1']['mean'],
-                  100 * v['t2i/R@1']['std'], per_seed(v['per_seed']),
-                  100 * v['gain_over_fast']['mean'], 100 * v['gain_over_fast']['std']))
+  return (f'| {name} | {v["candidates"]} | {v["targets"]} | {v["num_candidates"] or "batch"} '
+          f'| {v["temperature"]:g} | {v["alpha"]:g} | {len(v["seeds"])} | '
+          f'{points(v["t2i/R@1"])} | {per_seed(v["per_seed"])} | '
+          f'{points(v["gain_over_fast"], "+")} |')
+
+
+def points(spread, sign=''):
+  """A spread (benchmarks.fast_slow.spread) in points: mean ± std, or the mean alone
+  where one seed leaves the std undefined."""
+  mean = format(100 * spread['mean'], sign + '.1f')
+  return mean if spread['std'] is None else f'{mean} ± {100 * spread["std"]:.1f}'
 
 
 def per_seed(runs):
