@@ -39,7 +39,7 @@ from jaxret.inference import restore as restore_lib
 KS = (1, 5, 10)
 ENCODE_BATCH = 256
 # Queries that time exhaustive Slow over each kind of stored features (scorer.FEATURES).
-FEATURE_TIMING_QUERIES = 10
+FEATURE_TIMING_QUERIES = 20
 # Gallery images of that timing: the cost per pair does not depend on the gallery, and
 # stored keys and values of a large gallery outgrow memory (about 0.5 MB per image).
 STORAGE_IMAGES = 500
@@ -201,40 +201,44 @@ def exhaustive(scorer, tokens, mask, features, right):
   return ranks, seconds
 
 
-def one_at_a_time(scorer, tokens, mask, features):
-  """Mean seconds of one query scored alone against all of `features` (compiled first,
-  for each length bucket)."""
-  for probe in buckets_lib.length_probes(tokens, mask, scorer.length_buckets):
-    scorer.score(*probe, features[None])
-  seconds = []
+def one_at_a_time(scored, tokens, mask):
+  """Median seconds of one query scored alone against all of a gallery's features, for
+  each (scorer, features) of `scored` (each compiled first, for each length bucket).
+  Query by query the scorers take turns, so a shared machine's load falls on all alike
+  and their ratios hold."""
+  for scorer, features in scored:
+    for probe in buckets_lib.length_probes(tokens, mask, scorer.length_buckets):
+      scorer.score(*probe, features[None])
+  seconds = [[] for _ in scored]
   for i in range(len(tokens)):
-    start = time.perf_counter()
-    scorer.score(tokens[i:i + 1], mask[i:i + 1], features[None])
-    seconds.append(time.perf_counter() - start)
-  return float(np.mean(seconds))
+    for turn, (scorer, features) in enumerate(scored):
+      start = time.perf_counter()
+      scorer.score(tokens[i:i + 1], mask[i:i + 1], features[None])
+      seconds[turn].append(time.perf_counter() - start)
+  return [float(np.median(s)) for s in seconds]
 
 
 def storage_comparison(scorer, images, tokens, mask):
   """For each kind of stored slow features the model supports (scorer.FEATURES): bytes
-  per image, and the mean time of one query scored alone against the first
-  STORAGE_IMAGES images (the first FEATURE_TIMING_QUERIES queries, the same for
-  every kind), per query and per pair."""
+  per image, and the median time of one query scored alone against the first
+  STORAGE_IMAGES images (the first FEATURE_TIMING_QUERIES queries, the kinds taking
+  turns query by query), per query and per pair."""
   kinds = (scorer_lib.FEATURES if isinstance(scorer.model, capabilities.KeyValueScorer)
            else ('tokens',))
   count = min(FEATURE_TIMING_QUERIES, len(tokens))
   images = images[:STORAGE_IMAGES]
-  out = {}
+  scored = []
   for kind in kinds:
     variant = scorer_lib.SlowScorer(
         scorer.model, scorer.params, scorer.data_config, query_buckets=scorer.query_buckets,
         candidate_buckets=scorer.candidate_buckets, length_buckets=scorer.length_buckets,
         storage_dtype=scorer.storage_dtype, features=kind)
-    features = variant.gallery_features(images)
-    seconds = one_at_a_time(variant, tokens[:count], mask[:count], features)
-    out[kind] = {'bytes_per_image': int(features[0].nbytes), 'queries': count,
+    scored.append((variant, variant.gallery_features(images)))
+  times = one_at_a_time(scored, tokens[:count], mask[:count])
+  return {kind: {'bytes_per_image': int(features[0].nbytes), 'queries': count,
                  'images': len(images), 'query_ms': 1000 * seconds,
                  'pair_us': 1e6 * seconds / len(images)}
-  return out
+          for kind, (_, features), seconds in zip(kinds, scored, times)}
 
 
 def table(report):
