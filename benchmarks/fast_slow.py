@@ -3,7 +3,8 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
   python -m benchmarks.fast_slow [--sizes=500,5000,50000] [--seeds=3] [--steps=200] \
       [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1] \
       [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm] \
-      [--continued=random:8:1:1] [--continued_steps=400] [--speed_models=base|continued]
+      [--continued=random:8:1:1] [--continued_steps=400] [--speed_models=base|continued] \
+      [--num_train=N] [--group_batches]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -17,7 +18,9 @@ over all of B_i or its negatives only). The first variant is
 N = --continued_steps more steps from fast-s<s>'s checkpoint (a fresh optimizer and
 schedule), Fast without the teacher and the student with it. For the slow_models
 part also `slow-coarse` (configs/caption.py:pyramid=coarse) and ALBEF `albef`
-(configs/albef.py, its ITM head as the slow score).
+(configs/albef.py, its ITM head as the slow score). --num_train=N trains all of them
+on the first N training images instead of the configs' 20,000 (under <root>/train<N>):
+the data-limited regime, where Fast and the students see each image many times.
 
 Evaluates:
 - distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
@@ -107,6 +110,9 @@ _SPEED_MODELS = flags.DEFINE_enum(
     'speed_models', 'base', ['base', 'continued'], "The speed study's seed-0 models: Fast "
     'and the first variant, whose top K Slow re-ranks (base), or the continued Fast alone, '
     'its top K re-ranked (continued: the stronger first stage; no distilled row).')
+_NUM_TRAIN = flags.DEFINE_integer(
+    'num_train', 0, 'Training images of the slow captioner, Fast and the students (0: the '
+    "configs' 20,000); the workdirs then live under <root>/train<N>.")
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -165,17 +171,24 @@ def parse_variant(text, seeds):
           num_seeds)
 
 
+def root():
+  """Where the workdirs live: --root, or its train<N> with --num_train."""
+  if _NUM_TRAIN.value:
+    return os.path.join(_ROOT.value, f'train{_NUM_TRAIN.value}')
+  return _ROOT.value
+
+
 def variant_dir(variant, seed, continued=0):
   """The student's workdir; `continued`: the one trained that many steps more from Fast."""
   targets = '' if variant['targets'] == 'all' else f"-{variant['targets']}"
-  return os.path.join(_ROOT.value, 'distill-{}{candidates}-{num_candidates}-{temperature:g}-'
+  return os.path.join(root(), 'distill-{}{candidates}-{num_candidates}-{temperature:g}-'
                       '{alpha:g}{}-s{seed}'.format(f'cont{continued}-' if continued else '',
                                                    targets, **variant, seed=seed))
 
 
 def fast_dir(seed, continued=0):
   """Fast's workdir; `continued`: Fast trained that many steps more from it."""
-  return os.path.join(_ROOT.value, f'fast-cont{continued}-s{seed}' if continued
+  return os.path.join(root(), f'fast-cont{continued}-s{seed}' if continued
                       else f'fast-s{seed}')
 
 
@@ -242,6 +255,7 @@ def distillation(slow, seeds, variants, continued):
   Fast trained as many steps more."""
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
          'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
+         'num_train': _NUM_TRAIN.value or None,
          **compare(seeds, variants)}
   continued_variants, steps = continued
   if continued_variants and steps:
@@ -329,28 +343,30 @@ def main(argv):
     raise app.UsageError('--speed_models=continued needs --continued_steps')
   if 'distillation' not in parts:  # Only the speed study's models, seed 0.
     variants, continued = ([] if on_continued else variants[:1]), []
-  slow = os.path.join(_ROOT.value, 'slow')
-  groups = f'--config.data.group_batches={_GROUP_BATCHES.value}'
-  train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}')
+  slow = os.path.join(root(), 'slow')
+  # The training images of every training; batches of groups for Fast and the students.
+  images = [f'--config.data.num_train={_NUM_TRAIN.value}'] if _NUM_TRAIN.value else []
+  data = [f'--config.data.group_batches={_GROUP_BATCHES.value}', *images]
+  train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}', *images)
   for seed in seeds:
     fast = fast_dir(seed)
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',
-          f'--config.seed={seed}', groups)
+          f'--config.seed={seed}', *data)
     steps = f'--config.total_steps={_STEPS.value}'
     for variant, num_seeds in variants:
       if seed < num_seeds:
         train(variant_dir(variant, seed), distill_config(slow, fast, variant, seed), steps,
-              groups)
+              *data)
     # The longer regime: both trained --continued_steps more from Fast's checkpoint.
     steps = f'--config.total_steps={_CONTINUED_STEPS.value}'
     start = f'--config.init.workdir={fast}'
     if continued or on_continued:
       train(fast_dir(seed, _CONTINUED_STEPS.value), 'configs/demo.py', steps,
-            f'--config.seed={seed}', groups, start)
+            f'--config.seed={seed}', *data, start)
     for variant, num_seeds in continued:
       if seed < num_seeds:
         train(variant_dir(variant, seed, _CONTINUED_STEPS.value),
-              distill_config(slow, fast, variant, seed), steps, groups, start)
+              distill_config(slow, fast, variant, seed), steps, *data, start)
   fast = fast_dir(0)
   command = command_line()
   if 'distillation' in parts:
@@ -367,7 +383,7 @@ def main(argv):
              if any(v['targets'] == 'negatives' for v, _ in variants) else {})})
   if 'slow_models' in parts:
     steps = {'fine': _SLOW_STEPS.value, 'coarse': _SLOW_STEPS.value, 'itm': _ITM_STEPS.value}
-    workdirs = {name: os.path.join(_ROOT.value, SLOW_MODELS[name][0]) for name in SLOW_MODELS}
+    workdirs = {name: os.path.join(root(), SLOW_MODELS[name][0]) for name in SLOW_MODELS}
     for name, (_, config) in SLOW_MODELS.items():
       train(workdirs[name], config, f'--config.total_steps={steps[name]}')
     save({'pair_costs': pair_costs(workdirs, _COST_QUERIES.value, _COST_TURNS.value)})

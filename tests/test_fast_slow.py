@@ -460,7 +460,8 @@ def test_the_study_report_shows_both_regimes_per_seed_against_their_own_fast():
 
 def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
   """'candidates:|B_i|:T:alpha[:targets][:seeds]': targets is 'all' unless named, and a
-  'negatives' student trains in a workdir of its own, never reusing an 'all' one."""
+  'negatives' student trains in a workdir of its own, never reusing an 'all' one; nor
+  does a model of the data-limited regime (--num_train) reuse one of all the images."""
   from absl import app  # pylint: disable=import-outside-toplevel
   from absl import flags  # pylint: disable=import-outside-toplevel
   from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
@@ -481,6 +482,12 @@ def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
     assert study.variant_dir(plain, 0) == '/r/distill-random-8-1-1-s0'
     assert study.variant_dir(negatives[0], 1, 400) == '/r/distill-cont400-student-8-4-1-negatives-s1'
     assert 'targets=negatives,' in study.distill_config('/r/slow', '/r/fast-s1', negatives[0], 1)
+    assert study.fast_dir(2) == '/r/fast-s2'
+  # The data-limited regime never reuses a workdir trained on all the images.
+  with flagsaver.flagsaver(seeds=3, root='/r', num_train=1000):
+    assert study.root() == '/r/train1000'
+    assert study.variant_dir(plain, 0) == '/r/train1000/distill-random-8-1-1-s0'
+    assert study.fast_dir(2, 400) == '/r/train1000/fast-cont400-s2'
 
 
 def test_the_negatives_diagnostic_ranks_as_scipy_and_is_reported():
