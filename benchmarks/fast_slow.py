@@ -385,7 +385,7 @@ def main(argv):
     steps = {'fine': _SLOW_STEPS.value, 'coarse': _SLOW_STEPS.value, 'itm': _ITM_STEPS.value}
     workdirs = {name: os.path.join(root(), SLOW_MODELS[name][0]) for name in SLOW_MODELS}
     for name, (_, config) in SLOW_MODELS.items():
-      train(workdirs[name], config, f'--config.total_steps={steps[name]}')
+      train(workdirs[name], config, f'--config.total_steps={steps[name]}', *images)
     save({'pair_costs': pair_costs(workdirs, _COST_QUERIES.value, _COST_TURNS.value)})
     for name in _SLOW_MODELS.value:
       save({'slow_models': {name: slow_all_captions(workdirs[name], steps[name])}})
