@@ -4,7 +4,7 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
       [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1] \
       [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm] \
       [--continued=random:8:1:1] [--continued_steps=400] [--speed_models=base|continued] \
-      [--num_train=N] [--group_batches]
+      [--num_train=N [--held_out_teacher]] [--group_batches]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -20,7 +20,9 @@ schedule), Fast without the teacher and the student with it. For the slow_models
 part also `slow-coarse` (configs/caption.py:pyramid=coarse) and ALBEF `albef`
 (configs/albef.py, its ITM head as the slow score). --num_train=N trains all of them
 on the first N training images instead of the configs' 20,000 (under <root>/train<N>):
-the data-limited regime, where Fast and the students see each image many times.
+the data-limited regime, where Fast and the students see each image many times;
+with --held_out_teacher the teacher `slow-held-out` trains instead on the 20,000
+images after those N, and its students are `distill-held-out-...`.
 
 Evaluates:
 - distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
@@ -113,6 +115,11 @@ _SPEED_MODELS = flags.DEFINE_enum(
 _NUM_TRAIN = flags.DEFINE_integer(
     'num_train', 0, 'Training images of the slow captioner, Fast and the students (0: the '
     "configs' 20,000); the workdirs then live under <root>/train<N>.")
+_HELD_OUT_TEACHER = flags.DEFINE_bool(
+    'held_out_teacher', False, "With --num_train=N: the teacher is the slow captioner trained "
+    "on the configs' 20,000 images after the students' N (data.first_train_image=N), so it "
+    'has never seen their images (`slow-held-out`, and its students '
+    '`distill-held-out-...`); Fast and the other slow models stay on the first N.')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -178,12 +185,18 @@ def root():
   return _ROOT.value
 
 
+def teacher_dir():
+  """The teacher's workdir: `slow`, or `slow-held-out` with --held_out_teacher."""
+  return os.path.join(root(), 'slow-held-out' if _HELD_OUT_TEACHER.value else 'slow')
+
+
 def variant_dir(variant, seed, continued=0):
   """The student's workdir; `continued`: the one trained that many steps more from Fast."""
   targets = '' if variant['targets'] == 'all' else f"-{variant['targets']}"
-  return os.path.join(root(), 'distill-{}{candidates}-{num_candidates}-{temperature:g}-'
-                      '{alpha:g}{}-s{seed}'.format(f'cont{continued}-' if continued else '',
-                                                   targets, **variant, seed=seed))
+  teacher = 'held-out-' if _HELD_OUT_TEACHER.value else ''
+  return os.path.join(root(), 'distill-{}{}{candidates}-{num_candidates}-{temperature:g}-'
+                      '{alpha:g}{}-s{seed}'.format(teacher, f'cont{continued}-' if continued
+                                                   else '', targets, **variant, seed=seed))
 
 
 def fast_dir(seed, continued=0):
@@ -256,6 +269,8 @@ def distillation(slow, seeds, variants, continued):
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
          'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
          'num_train': _NUM_TRAIN.value or None,
+         # The teacher's first training image: past the students' with --held_out_teacher.
+         'teacher_first_train_image': _NUM_TRAIN.value if _HELD_OUT_TEACHER.value else 0,
          **compare(seeds, variants)}
   continued_variants, steps = continued
   if continued_variants and steps:
@@ -341,13 +356,18 @@ def main(argv):
   on_continued = 'speed' in parts and _SPEED_MODELS.value == 'continued'
   if on_continued and not _CONTINUED_STEPS.value:
     raise app.UsageError('--speed_models=continued needs --continued_steps')
+  if _HELD_OUT_TEACHER.value and not _NUM_TRAIN.value:
+    raise app.UsageError('--held_out_teacher needs --num_train (the students\' images, '
+                         'which the teacher then skips)')
   if 'distillation' not in parts:  # Only the speed study's models, seed 0.
     variants, continued = ([] if on_continued else variants[:1]), []
-  slow = os.path.join(root(), 'slow')
+  slow = teacher_dir()
   # The training images of every training; batches of groups for Fast and the students.
   images = [f'--config.data.num_train={_NUM_TRAIN.value}'] if _NUM_TRAIN.value else []
   data = [f'--config.data.group_batches={_GROUP_BATCHES.value}', *images]
-  train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}', *images)
+  train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}',
+        *([f'--config.data.first_train_image={_NUM_TRAIN.value}'] if _HELD_OUT_TEACHER.value
+          else images))
   for seed in seeds:
     fast = fast_dir(seed)
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',

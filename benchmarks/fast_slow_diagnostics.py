@@ -25,9 +25,13 @@ def first_batches(slow, fast, group_batches, batches):
   data_config = fast_config.data  # Restored already: the change below touches data only.
   with data_config.unlocked():
     data_config.group_batches = group_batches
-  dataset = pipeline.train_dataset(sources.load_split(data_config, 'train'),
-                                   teacher.tokenizer, data_config, seed=0,
-                                   global_batch=fast_config.batch_size)
+  records = sources.load_split(data_config, 'train')
+  # The same batches (seed 0) twice: the captions in each model's own tokens (a teacher
+  # trained on other images orders its vocabulary differently).
+  dataset, student_dataset = (
+      pipeline.train_dataset(records, model.tokenizer, data_config, seed=0,
+                             global_batch=fast_config.batch_size)
+      for model in (teacher, student))
   scorer = scorer_lib.SlowScorer(teacher.model, teacher.params, slow_config.data)
   visual_tokens = jax.jit(lambda p, x: teacher.model.apply(
       {'params': p}, x, method=teacher.model.visual_tokens))
@@ -37,10 +41,12 @@ def first_batches(slow, fast, group_batches, batches):
       {'params': p}, t, m, method=student.model.encode_text)[0])
   scale = float(dual_encoder.clamped_logit_scale(student.params['logit_scale']))
   for step in range(batches):
-    batch = dataset[step]
+    batch, student_batch = dataset[step], student_dataset[step]
+    np.testing.assert_array_equal(batch['image_id'], student_batch['image_id'])
     h = scorer.score_gallery(batch['text'], batch['text_mask'],
                              np.asarray(visual_tokens(teacher.params, batch['image'])))
-    student_scores = (np.asarray(text_emb(student.params, batch['text'], batch['text_mask']))
+    student_scores = (np.asarray(text_emb(student.params, student_batch['text'],
+                                          student_batch['text_mask']))
                       @ np.asarray(image_emb(student.params, batch['image'])).T)
     yield batch, h, scale * student_scores
 

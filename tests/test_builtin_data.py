@@ -6,6 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from jaxret import errors
+from jaxret.data import options as data_options
 from jaxret.data.builtin import captions as captions_lib
 from jaxret.data.builtin import dataset
 from jaxret.data.builtin import scenes as scenes_lib
@@ -127,3 +129,27 @@ def test_grouped_train_split_and_batches_of_whole_groups():
   assert not np.array_equal(order, pipeline.grouped_order(train.groups[image_index],
                                                           image_index, seed=2))
   assert dataset.load_split(CONFIG, 'train').groups is None  # Random scenes by default.
+
+
+def test_first_train_image_shifts_the_train_split_along_the_generator():
+  """Train items from data.first_train_image on are the generator's items from there (a
+  held-out teacher's images), ids included; val and test do not move."""
+  shifted = ml_collections.ConfigDict({**CONFIG.to_dict(), 'first_train_image': 100,
+                                       'num_train': 20})
+  whole, part = dataset.load_split(CONFIG, 'train'), dataset.load_split(shifted, 'train')
+  np.testing.assert_array_equal(part.images[:], whole.images[100:120])
+  assert part.captions == whole.captions[100:120]
+  np.testing.assert_array_equal(part.image_ids, whole.image_ids[100:120])
+  assert part.captions != whole.captions[:20]
+  assert dataset.load_split(shifted, 'test').captions == dataset.load_split(CONFIG,
+                                                                            'test').captions
+
+
+def test_first_train_image_is_checked():
+  config = data_options.defaults()
+  config.first_train_image = -1
+  with pytest.raises(errors.UserError, match='first_train_image must be in'):
+    data_options.check(config)
+  config.first_train_image, config.source, config.path = 5, 'karpathy', '/data/k.json'
+  with pytest.raises(errors.UserError, match='applies to the built-in data'):
+    data_options.check(config)

@@ -488,6 +488,15 @@ def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
     assert study.root() == '/r/train1000'
     assert study.variant_dir(plain, 0) == '/r/train1000/distill-random-8-1-1-s0'
     assert study.fast_dir(2, 400) == '/r/train1000/fast-cont400-s2'
+    assert study.teacher_dir() == '/r/train1000/slow'
+  # Nor do the students of a held-out teacher reuse those of the teacher of their images.
+  with flagsaver.flagsaver(seeds=3, root='/r', num_train=1000, held_out_teacher=True):
+    assert study.teacher_dir() == '/r/train1000/slow-held-out'
+    assert study.variant_dir(plain, 0) == '/r/train1000/distill-held-out-random-8-1-1-s0'
+    assert study.fast_dir(0) == '/r/train1000/fast-s0'
+  with flagsaver.flagsaver(held_out_teacher=True, num_train=0):
+    with pytest.raises(app.UsageError, match='--held_out_teacher needs --num_train'):
+      study.main([])
 
 
 def test_the_negatives_diagnostic_ranks_as_scipy_and_is_reported():
@@ -509,3 +518,34 @@ def test_the_negatives_diagnostic_ranks_as_scipy_and_is_reported():
           'top_agree': 0.6, 'spearman': 0.75, 'cross_entropy': 1.45, 'entropy': 0.2}}})
   assert '| random | 1 | 0.60 | 0.75 | 1.45 | 0.20 |' in lines
   assert 'uniform: 1.95' in lines[1]
+
+
+def test_the_teacher_diagnostics_read_each_model_in_its_own_tokens(demo_copy):
+  """The diagnostics' student scores are Fast's own: its captions in its own tokens, even
+  when the teacher (trained on other images) orders the vocabulary differently."""
+  import json  # pylint: disable=import-outside-toplevel
+  from method_configs import teacher_workdir  # pylint: disable=import-outside-toplevel
+  from benchmarks import fast_slow_diagnostics as diagnostics  # pylint: disable=import-outside-toplevel
+  from jaxret.config import workdir as workdir_config  # pylint: disable=import-outside-toplevel
+  from jaxret.inference import restore as restore_lib  # pylint: disable=import-outside-toplevel
+  from jaxret.models import dual_encoder  # pylint: disable=import-outside-toplevel
+  teacher = teacher_workdir()
+  path = demo_copy / 'tokenizer.json'
+  spec = json.loads(path.read_text())
+  vocab = spec['model']['vocab']
+  first, second = sorted((w for w, i in vocab.items() if i >= 5), key=vocab.get)[:2]
+  vocab[first], vocab[second] = vocab[second], vocab[first]  # The two commonest words.
+  path.write_text(json.dumps(spec))
+  batch, _, scores = next(diagnostics.first_batches(teacher, str(demo_copy), False, 1))
+  slow_restored = restore_lib.restore(workdir_config.load(teacher), teacher)
+  fast = restore_lib.restore(workdir_config.load(str(demo_copy)), str(demo_copy))
+  texts = slow_restored.tokenizer.backend.decode_batch(np.asarray(batch['text']).tolist())
+  tokens, mask = fast.tokenizer.encode(texts)
+  assert (tokens != np.asarray(batch['text'])).any()  # The two orders differ on this batch.
+  text = fast.model.apply({'params': fast.params}, tokens, mask,
+                          method=fast.model.encode_text)[0]
+  image = fast.model.apply({'params': fast.params}, batch['image'],
+                           method=fast.model.encode_image)[0]
+  scale = float(dual_encoder.clamped_logit_scale(fast.params['logit_scale']))
+  np.testing.assert_allclose(scores, scale * np.asarray(text) @ np.asarray(image).T,
+                             rtol=1e-4, atol=1e-4)

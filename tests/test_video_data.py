@@ -150,3 +150,12 @@ def test_the_query_contact_sheet_shows_a_frame_strip_per_clip(splits):
     for t in (0, 7):
       thumb = sheet[row * (size + 4):row * (size + 4) + size, left + t * size:left + (t + 1) * size]
       np.testing.assert_array_equal(thumb[::2, ::2], clip[t])  # 32 -> 64 pixels, nearest.
+
+
+def test_first_train_image_shifts_the_train_clips(splits):
+  shifted = ml_collections.ConfigDict({**CONFIG.to_dict(), 'first_train_image': 50,
+                                       'num_train': 3})
+  part = video.load_split(shifted, 'train')
+  np.testing.assert_array_equal(part.images[:], splits['train'].images[50:53])
+  assert part.captions == splits['train'].captions[50:53]
+  np.testing.assert_array_equal(part.image_ids, splits['train'].image_ids[50:53])

@@ -61,7 +61,22 @@ def defaults():
       # train split is then generated in groups too): each image's captions in
       # turn, groups kept together, in a seeded order (pipeline.grouped_order).
       'group_batches': False,
+      # builtin, builtin_video: the index of the first training image (or clip) in the
+      # generator's streams, so train is images first_train_image .. + num_train - 1. Models
+      # trained on disjoint ranges never see each other's images (a held-out teacher).
+      'first_train_image': 0,
   })
+
+
+_DEFAULTS = defaults()
+BUILTIN_SOURCES = ('builtin', 'builtin_video')
+MAX_FIRST_TRAIN_IMAGE = 10_000_000  # Below the val split's image ids.
+
+
+def get(data_config, key):
+  """`data_config[key]`, or its default for a config written before `key` existed: one
+  key, without `resolve`'s cost, for reads made once per item."""
+  return data_config[key] if key in data_config else _DEFAULTS[key]
 
 
 SOURCE_KEYS = {
@@ -105,6 +120,12 @@ def check(options):
   if options.short_clip not in SHORT_CLIP:
     raise errors.UserError(f'unknown data.short_clip {options.short_clip!r}; '
                            f'known: {", ".join(SHORT_CLIP)}')
+  if options.first_train_image and options.source not in BUILTIN_SOURCES:
+    raise errors.UserError(f'data.first_train_image applies to the built-in data '
+                           f'({", ".join(BUILTIN_SOURCES)}), not data.source={options.source!r}')
+  if not 0 <= options.first_train_image < MAX_FIRST_TRAIN_IMAGE:
+    raise errors.UserError(f'data.first_train_image must be in [0, {MAX_FIRST_TRAIN_IMAGE:,}), '
+                           f'got {options.first_train_image}')
   low, high = options.crop_scale
   if not 0 < low <= high <= 1:
     raise errors.UserError(f'data.crop_scale must satisfy 0 < low <= high <= 1, got {low, high}')

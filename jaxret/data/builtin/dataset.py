@@ -25,8 +25,22 @@ ID_OFFSET = {'train': 0, 'val': 10_000_000, 'test': 20_000_000}
 STREAMS = {'scenes': 0, 'captions': 1, 'image': 2}
 
 
+def stream_rng(data_config, split, index, stream):
+  """Item `index`'s random stream number `stream` in `split`; train item 0 is the
+  generator's item `data.first_train_image`."""
+  if split == 'train':
+    index += options_lib.get(data_config, 'first_train_image')
+  return np.random.default_rng([data_config.seed, SPLITS.index(split), index, stream])
+
+
+def first_id(data_config, split):
+  """The image id of `split`'s first item (train ids follow `data.first_train_image`)."""
+  first = options_lib.get(data_config, 'first_train_image') if split == 'train' else 0
+  return ID_OFFSET[split] + first
+
+
 def _rng(data_config, split, index, stream):
-  return np.random.default_rng([data_config.seed, SPLITS.index(split), index, STREAMS[stream]])
+  return stream_rng(data_config, split, index, STREAMS[stream])
 
 
 def _held_out(data_config):
@@ -128,7 +142,7 @@ def load_split(data_config, split):
   images = RenderedImages(scenes, data_config, split)
   if split != 'train':
     images = images[:]
-  ids = ID_OFFSET[split] + np.arange(len(scenes), dtype=np.int64)
+  ids = first_id(data_config, split) + np.arange(len(scenes), dtype=np.int64)
   metadata = [{'layout': s.layout, 'objects': len(s.objects), 'colour': s.objects[0].colour,
                'shape': s.objects[0].shape} for s in scenes]
   return records.Records(images=images, image_ids=ids, captions=texts, metadata=metadata,

@@ -19,14 +19,13 @@ from jaxret.data.builtin import clips as clips_lib
 from jaxret.data.builtin import dataset
 from jaxret.data.builtin import render as render_lib
 
-SPLITS = ('train', 'val', 'test')
-ID_OFFSET = {'train': 0, 'val': 10_000_000, 'test': 20_000_000}
+SPLITS = dataset.SPLITS
 STREAMS = {'clips': 0, 'captions': 1, 'frames': 2}
 GROUP = 4  # Clips per near-duplicate group.
 
 
 def _rng(data_config, split, index, stream):
-  return np.random.default_rng([data_config.seed, SPLITS.index(split), index, STREAMS[stream]])
+  return dataset.stream_rng(data_config, split, index, STREAMS[stream])
 
 
 def random_clip(rng, num_events):
@@ -196,6 +195,6 @@ def load_split(data_config, split):
   clips = RenderedClips(shown, data_config, split)
   if split != 'train':
     clips = clips[:]
-  ids = ID_OFFSET[split] + np.arange(len(shown), dtype=np.int64)
+  ids = dataset.first_id(data_config, split) + np.arange(len(shown), dtype=np.int64)
   groups = np.arange(len(shown)) // GROUP if grouped(data_config, split) else None
   return records.Records(images=clips, image_ids=ids, captions=texts, groups=groups)
