@@ -4,7 +4,7 @@ r"""Thinking Fast and Slow reproduced on the built-in data: distillation and the
       [--slow_steps=400] [--root=/tmp/jaxret-fast-slow] [--variants=random:8:1:1,student:8:1:1] \
       [--parts=distillation,speed,slow_models] [--slow_models=fine,coarse,itm] \
       [--continued=random:8:1:1] [--continued_steps=400] [--speed_models=base|continued] \
-      [--num_train=N [--held_out_teacher]] [--group_batches]
+      [--num_train=N [--teacher=students_images|held_out|all_images]] [--group_batches]
 
 Trains (or reuses, when a workdir already holds its last checkpoint) under --root:
 the slow captioner `slow` (configs/caption.py, seed 0: the teacher and the
@@ -21,8 +21,10 @@ part also `slow-coarse` (configs/caption.py:pyramid=coarse) and ALBEF `albef`
 (configs/albef.py, its ITM head as the slow score). --num_train=N trains all of them
 on the first N training images instead of the configs' 20,000 (under <root>/train<N>):
 the data-limited regime, where Fast and the students see each image many times;
-with --held_out_teacher the teacher `slow-held-out` trains instead on the 20,000
-images after those N, and its students are `distill-held-out-...`.
+--teacher=held_out trains the teacher `slow-held-out` instead on the 20,000 images
+after those N (its students `distill-held-out-...`), and --teacher=all_images
+distils from the teacher of all the images, the first N included (--root's `slow`;
+its students `distill-all-images-...`).
 
 Evaluates:
 - distillation: text→image R@1/5/10 over all test captions (500 images) of Fast
@@ -115,11 +117,16 @@ _SPEED_MODELS = flags.DEFINE_enum(
 _NUM_TRAIN = flags.DEFINE_integer(
     'num_train', 0, 'Training images of the slow captioner, Fast and the students (0: the '
     "configs' 20,000); the workdirs then live under <root>/train<N>.")
-_HELD_OUT_TEACHER = flags.DEFINE_bool(
-    'held_out_teacher', False, "With --num_train=N: the teacher is the slow captioner trained "
-    "on the configs' 20,000 images after the students' N (data.first_train_image=N), so it "
-    'has never seen their images (`slow-held-out`, and its students '
-    '`distill-held-out-...`); Fast and the other slow models stay on the first N.')
+# --teacher -> (the teacher's workdir, under root() or --root, the students' workdir tag).
+TEACHERS = {'students_images': ('slow', ''), 'held_out': ('slow-held-out', 'held-out-'),
+            'all_images': ('slow', 'all-images-')}
+_TEACHER = flags.DEFINE_enum(
+    'teacher', 'students_images', list(TEACHERS), "The students' teacher: the slow captioner "
+    "trained on the students' images (students_images); with --num_train=N, on the configs' "
+    '20,000 images after those N (held_out: data.first_train_image=N, so it has never seen '
+    "them; `slow-held-out`), or on the configs' 20,000 from the first, the students' N "
+    "included (all_images: --root's `slow`). Fast and the slow_models part's models stay on "
+    'the first N.')
 _GROUP_BATCHES = flags.DEFINE_bool(
     'group_batches', False, 'Fast and the students train on batches of near-duplicate groups '
     '(data.group_batches).')
@@ -186,14 +193,15 @@ def root():
 
 
 def teacher_dir():
-  """The teacher's workdir: `slow`, or `slow-held-out` with --held_out_teacher."""
-  return os.path.join(root(), 'slow-held-out' if _HELD_OUT_TEACHER.value else 'slow')
+  """The teacher's workdir (--teacher): all_images' is --root's, trained on all images."""
+  name, _ = TEACHERS[_TEACHER.value]
+  return os.path.join(_ROOT.value if _TEACHER.value == 'all_images' else root(), name)
 
 
 def variant_dir(variant, seed, continued=0):
   """The student's workdir; `continued`: the one trained that many steps more from Fast."""
   targets = '' if variant['targets'] == 'all' else f"-{variant['targets']}"
-  teacher = 'held-out-' if _HELD_OUT_TEACHER.value else ''
+  _, teacher = TEACHERS[_TEACHER.value]
   return os.path.join(root(), 'distill-{}{}{candidates}-{num_candidates}-{temperature:g}-'
                       '{alpha:g}{}-s{seed}'.format(teacher, f'cont{continued}-' if continued
                                                    else '', targets, **variant, seed=seed))
@@ -269,8 +277,7 @@ def distillation(slow, seeds, variants, continued):
   out = {'gallery': BASE_SIZE, 'captions': 'all test captions', 'seeds': list(seeds),
          'teacher': slow, 'steps': _STEPS.value, 'group_batches': _GROUP_BATCHES.value,
          'num_train': _NUM_TRAIN.value or None,
-         # The teacher's first training image: past the students' with --held_out_teacher.
-         'teacher_first_train_image': _NUM_TRAIN.value if _HELD_OUT_TEACHER.value else 0,
+         'teacher_images': _TEACHER.value,
          **compare(seeds, variants)}
   continued_variants, steps = continued
   if continued_variants and steps:
@@ -356,18 +363,19 @@ def main(argv):
   on_continued = 'speed' in parts and _SPEED_MODELS.value == 'continued'
   if on_continued and not _CONTINUED_STEPS.value:
     raise app.UsageError('--speed_models=continued needs --continued_steps')
-  if _HELD_OUT_TEACHER.value and not _NUM_TRAIN.value:
-    raise app.UsageError('--held_out_teacher needs --num_train (the students\' images, '
-                         'which the teacher then skips)')
+  if _TEACHER.value != 'students_images' and not _NUM_TRAIN.value:
+    raise app.UsageError(f'--teacher={_TEACHER.value} needs --num_train (the students\' '
+                         'images, which the teacher skips or adds to)')
   if 'distillation' not in parts:  # Only the speed study's models, seed 0.
     variants, continued = ([] if on_continued else variants[:1]), []
   slow = teacher_dir()
   # The training images of every training; batches of groups for Fast and the students.
   images = [f'--config.data.num_train={_NUM_TRAIN.value}'] if _NUM_TRAIN.value else []
   data = [f'--config.data.group_batches={_GROUP_BATCHES.value}', *images]
+  teacher_images = {'students_images': images, 'all_images': [],
+                    'held_out': [f'--config.data.first_train_image={_NUM_TRAIN.value}']}
   train(slow, 'configs/caption.py', f'--config.total_steps={_SLOW_STEPS.value}',
-        *([f'--config.data.first_train_image={_NUM_TRAIN.value}'] if _HELD_OUT_TEACHER.value
-          else images))
+        *teacher_images[_TEACHER.value])
   for seed in seeds:
     fast = fast_dir(seed)
     train(fast, 'configs/demo.py', f'--config.total_steps={_STEPS.value}',

@@ -489,13 +489,17 @@ def test_a_study_variant_names_its_targets_and_seeds_and_gets_its_own_workdir():
     assert study.variant_dir(plain, 0) == '/r/train1000/distill-random-8-1-1-s0'
     assert study.fast_dir(2, 400) == '/r/train1000/fast-cont400-s2'
     assert study.teacher_dir() == '/r/train1000/slow'
-  # Nor do the students of a held-out teacher reuse those of the teacher of their images.
-  with flagsaver.flagsaver(seeds=3, root='/r', num_train=1000, held_out_teacher=True):
+  # Nor do the students of another teacher reuse those of the teacher of their images; the
+  # teacher of all the images is the one of --root.
+  with flagsaver.flagsaver(seeds=3, root='/r', num_train=1000, teacher='held_out'):
     assert study.teacher_dir() == '/r/train1000/slow-held-out'
     assert study.variant_dir(plain, 0) == '/r/train1000/distill-held-out-random-8-1-1-s0'
     assert study.fast_dir(0) == '/r/train1000/fast-s0'
-  with flagsaver.flagsaver(held_out_teacher=True, num_train=0):
-    with pytest.raises(app.UsageError, match='--held_out_teacher needs --num_train'):
+  with flagsaver.flagsaver(seeds=3, root='/r', num_train=1000, teacher='all_images'):
+    assert study.teacher_dir() == '/r/slow'
+    assert study.variant_dir(plain, 0) == '/r/train1000/distill-all-images-random-8-1-1-s0'
+  with flagsaver.flagsaver(teacher='held_out', num_train=0):
+    with pytest.raises(app.UsageError, match='--teacher=held_out needs --num_train'):
       study.main([])
 
 
